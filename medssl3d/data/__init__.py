@@ -1,0 +1,1 @@
+"""Data: synthetic cohorts, datalists."""

@@ -1,0 +1,170 @@
+"""Patch swapping for context restoration (Chen et al., "Self-supervised learning for medical image analysis using
+image context restoration", Medical Image Analysis 58, 2019).
+
+The paper picks two isolated small patches at random and swaps them, T times; the network restores the original.
+Its defaults differ per dataset and were not checkable here, so ours are chosen: 8-voxel patches (a sixteenth of a
+128 crop and a bit more of smaller ones) and ``num_swaps=10`` (T). All ``2 * num_swaps`` patches are placed anywhere
+(not on a grid) and are mutually non-overlapping: candidate corners are drawn uniformly and a candidate is kept only
+if it overlaps no patch kept before (rejection sampling); if the image is too crowded to place them all, a
+``ValueError`` says so. MONAI has no patch swap (``RandCoarseShuffle`` shuffles voxels inside boxes), hence this
+module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.config.type_definitions import NdarrayOrTensor
+from monai.transforms import MapTransform, Randomizable, RandomizableTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+
+__all__ = ["RandPatchSwap", "RandPatchSwapd"]
+
+# candidate corners drawn per round and rounds tried, per patch to place, before giving up
+_CANDIDATES_PER_ROUND = 8
+_MAX_ROUNDS = 50
+
+
+class RandPatchSwap(RandomizableTransform):
+    """Swap ``num_swaps`` random pairs of non-overlapping patches in a channel-first image (all channels alike).
+
+    Args:
+        patch_size: patch side (int) or one side per spatial dim, e.g. ``(8, 8, 4)``.
+        num_swaps: number of swapped pairs (T in the paper).
+        prob: probability of swapping at all.
+
+    Call: ``(C, H, W[, D])`` numpy array or tensor → the swapped image (same type, device and metadata). The pairs
+    drawn last are in ``self.pairs``: an int array ``(num_swaps, 2, spatial_dims)`` of patch corners (empty when
+    not applied); swapping the same pairs again restores the input.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, patch_size: int | Sequence[int] = 8, num_swaps: int = 10, prob: float = 1.0):
+        RandomizableTransform.__init__(self, prob)
+        if num_swaps < 1:
+            raise ValueError(f"RandPatchSwap: num_swaps must be at least 1, got {num_swaps}.")
+        self.patch_size = patch_size
+        self.num_swaps = num_swaps
+        self._shape: tuple[int, ...] | None = None
+        self.pairs = np.zeros((0, 2, 0), dtype=np.int64)
+
+    def _patch(self, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
+        dims = len(spatial_shape)
+        patch = tuple(int(p) for p in ensure_tuple_rep(self.patch_size, dims)) if not isinstance(self.patch_size, Sequence) or len(self.patch_size) == dims else ()
+        if not patch or min(patch) < 1 or any(p > s for p, s in zip(patch, spatial_shape)):
+            raise ValueError(
+                f"RandPatchSwap: patch_size must be a positive int or {dims} positive ints no larger than the spatial "
+                f"shape {spatial_shape}, got {self.patch_size}."
+            )
+        if 2 * self.num_swaps * math.prod(patch) > math.prod(spatial_shape):
+            raise ValueError(
+                f"RandPatchSwap: {2 * self.num_swaps} patches of size {patch} do not fit in spatial shape "
+                f"{spatial_shape}; lower num_swaps or patch_size."
+            )
+        return patch
+
+    def randomize(self, img_shape: Sequence[int]) -> None:
+        """Draw ``num_swaps`` pairs of mutually non-overlapping patch corners for an image ``(C, *spatial)``."""
+        super().randomize(None)
+        self._shape = _check_image(img_shape)
+        spatial = self._shape[1:]
+        if not self._do_transform:
+            self.pairs = np.zeros((0, 2, len(spatial)), dtype=np.int64)
+            return
+        patch = np.asarray(self._patch(spatial))
+        n_patches = 2 * self.num_swaps
+        high = np.asarray(spatial) - patch + 1
+        kept: list[np.ndarray] = []
+        for _ in range(_MAX_ROUNDS):
+            for corner in self.R.randint(0, high, size=(_CANDIDATES_PER_ROUND * n_patches, len(spatial))):
+                # two boxes overlap iff their corners are closer than the patch size along every axis
+                if not kept or not np.any(np.all(np.abs(np.asarray(kept) - corner) < patch, axis=1)):
+                    kept.append(corner)
+                    if len(kept) == n_patches:
+                        self.pairs = np.asarray(kept, dtype=np.int64).reshape(self.num_swaps, 2, len(spatial))
+                        return
+        raise ValueError(
+            f"RandPatchSwap: could not place {n_patches} non-overlapping patches of size {tuple(patch)} in spatial "
+            f"shape {spatial}; lower num_swaps or patch_size."
+        )
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        shape = _check_image(img.shape)
+        if randomize:
+            self.randomize(shape)
+        if shape != self._shape:
+            raise ValueError(
+                f"RandPatchSwap: image shape {shape} differs from the shape drawn for, {self._shape}; "
+                "call randomize(img.shape) first."
+            )
+        if not self._do_transform:
+            return img
+        source = convert_to_tensor(img, track_meta=False) if isinstance(img, torch.Tensor) else np.asarray(img)
+        out = source.clone() if isinstance(source, torch.Tensor) else source.copy()
+        patch = self._patch(shape[1:])
+        for a, b in self.pairs:
+            box_a = (slice(None), *(slice(c, c + p) for c, p in zip(a, patch)))
+            box_b = (slice(None), *(slice(c, c + p) for c, p in zip(b, patch)))
+            out[box_a], out[box_b] = source[box_b], source[box_a]
+        return convert_to_dst_type(out, img)[0]
+
+
+def _check_image(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"RandPatchSwap: expected a channel-first 2D (C, H, W) or 3D (C, H, W, D) image, got shape {shape}."
+        )
+    return shape
+
+
+class RandPatchSwapd(Randomizable, MapTransform):
+    """Dictionary wrapper of :class:`RandPatchSwap`; every key gets the same swaps (keys must share one shape).
+
+    Writes the swapped image to each key and the original to its ``target_key`` (one distinct name per key). The
+    swapped pairs are in ``self.swapper.pairs``.
+    """
+
+    backend = RandPatchSwap.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        patch_size: int | Sequence[int] = 8,
+        num_swaps: int = 10,
+        target_key: str | Sequence[str] = "target",
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.target_keys = ensure_tuple_rep(target_key, len(self.keys))
+        if len(set(self.target_keys)) < len(self.keys):
+            raise ValueError(f"RandPatchSwapd: give one distinct target_key per key {self.keys}, got {target_key}.")
+        self.swapper = RandPatchSwap(patch_size=patch_size, num_swaps=num_swaps, prob=prob)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandPatchSwapd:
+        super().set_random_state(seed, state)
+        self.swapper.set_random_state(seed, state)
+        return self
+
+    def randomize(self, img_shape: Sequence[int]) -> None:
+        self.swapper.randomize(img_shape)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        key = self.first_key(d)
+        if key == ():
+            return d
+        try:
+            self.randomize(d[key].shape)
+            for key, target_key in self.key_iterator(d, self.target_keys):
+                d[target_key] = d[key]
+                d[key] = self.swapper(d[key], randomize=False)
+        except ValueError as err:
+            raise ValueError(f"RandPatchSwapd, key '{key}': {err}") from err
+        return d
