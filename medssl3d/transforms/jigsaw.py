@@ -32,7 +32,7 @@ __all__ = [
     "RandJigsawd",
     "RandRelativePatchLocation",
     "RandRelativePatchLocationd",
-    "GridPuzzled",
+    "RandPretextd",
     "check_channel_first",
     "cut_patches",
     "sample_grid_starts",
@@ -181,19 +181,22 @@ class RandRelativePatchLocation(Randomizable, Transform):
         return cut_patches(img, self.starts[[centre, neighbour]], self.patch_size), self.label
 
 
-class GridPuzzled(Randomizable, MapTransform):
-    """Dictionary wrapper shared by the grid puzzles (jigsaw, relative location, Rubik's cube).
+class RandPretextd(Randomizable, MapTransform):
+    """Dictionary wrapper shared by the pretext transforms (jigsaw, relative location, Rubik's cube, rotation).
 
-    One draw serves all keys, which must share their spatial shape; ``puzzle(img)`` returns
-    ``(output, *targets)`` and target ``i`` is written to ``target_keys[i]``.
+    ``puzzle`` is an array transform with ``spatial_dims``, ``randomize(spatial_shape)`` and
+    ``puzzle(img, randomize=False) -> (output, *targets)``. One draw serves all keys, which must share
+    their spatial shape; target ``i`` is written once, to ``target_keys[i]``.
     """
 
-    def __init__(self, keys: KeysCollection, puzzle: Randomizable, target_keys: Sequence[str], allow_missing_keys: bool):
+    def __init__(
+        self, keys: KeysCollection, puzzle: Randomizable, target_keys: Sequence[str], allow_missing_keys: bool
+    ):
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.puzzle = puzzle
         self.target_keys = tuple(target_keys)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> GridPuzzled:
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandPretextd:
         super().set_random_state(seed, state)
         self.puzzle.set_random_state(seed, state)
         return self
@@ -222,7 +225,7 @@ class GridPuzzled(Randomizable, MapTransform):
         return d
 
 
-class RandJigsawd(GridPuzzled):
+class RandJigsawd(RandPretextd):
     """Dictionary-based :class:`RandJigsaw`: every key is cut and shuffled alike; the label goes to ``label_key``."""
 
     backend = RandJigsaw.backend
@@ -243,7 +246,7 @@ class RandJigsawd(GridPuzzled):
         self.num_classes = puzzle.num_classes
 
 
-class RandRelativePatchLocationd(GridPuzzled):
+class RandRelativePatchLocationd(RandPretextd):
     """Dictionary-based :class:`RandRelativePatchLocation`; the neighbour index goes to ``label_key``."""
 
     backend = RandRelativePatchLocation.backend

@@ -44,10 +44,11 @@ def _patch_grid(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Return (patch size per spatial dim, patch grid) after checking that the patches tile the image."""
     spatial_shape = tuple(int(s) for s in spatial_shape)
-    patch = tuple(int(p) for p in patch_size) if isinstance(patch_size, Sequence) else (int(patch_size),) * len(spatial_shape)
-    if len(patch) != len(spatial_shape) or min(patch) < 1:
+    dims = len(spatial_shape)
+    patch = tuple(int(p) for p in patch_size) if isinstance(patch_size, Sequence) else (int(patch_size),) * dims
+    if len(patch) != dims or min(patch) < 1:
         raise ValueError(
-            f"{name}: patch_size must be a positive int or {len(spatial_shape)} positive ints for spatial shape "
+            f"{name}: patch_size must be a positive int or {dims} positive ints for spatial shape "
             f"{spatial_shape}, got {patch_size}."
         )
     if any(s % p for s, p in zip(spatial_shape, patch)):
@@ -203,7 +204,9 @@ class RandMaskedPatchesd(Randomizable, MapTransform):
             raise ValueError(f"RandMaskedPatchesd: give one distinct target_key per key {self.keys}, got {target_key}.")
         self.masker = RandMaskedPatches(patch_size=patch_size, mask_ratio=mask_ratio, fill=fill, prob=prob)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandMaskedPatchesd:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandMaskedPatchesd:
         super().set_random_state(seed, state)
         self.masker.set_random_state(seed, state)
         return self

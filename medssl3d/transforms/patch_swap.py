@@ -2,12 +2,15 @@
 image context restoration", Medical Image Analysis 58, 2019).
 
 The paper picks two isolated small patches at random and swaps them, T times; the network restores the original.
-Its defaults differ per dataset and were not checkable here, so ours are chosen: 8-voxel patches (a sixteenth of a
-128 crop and a bit more of smaller ones) and ``num_swaps=10`` (T). All ``2 * num_swaps`` patches are placed anywhere
-(not on a grid) and are mutually non-overlapping: candidate corners are drawn uniformly and a candidate is kept only
-if it overlaps no patch kept before (rejection sampling); if the image is too crowded to place them all, a
-``ValueError`` says so. MONAI has no patch swap (``RandCoarseShuffle`` shuffles voxels inside boxes), hence this
-module.
+Its patch sizes and T differ per dataset and could not be checked here, so our defaults are chosen, not quoted:
+8-voxel patches ("small" next to the usual 64-128 voxel crops) and ``num_swaps=10`` (T).
+
+The ``2 * num_swaps`` patches never overlap one another. They are placed anywhere (not on a grid) by rejection
+sampling: uniform candidate corners, each kept only if it overlaps no patch kept before. Rejection sampling stalls
+once patches cover about a third of the image; if it has not placed them all after a fixed number of candidates,
+the patches are instead distinct cells of a randomly shifted patch grid, which always succeeds when the grid has
+``2 * num_swaps`` cells (checked up front). MONAI has no patch swap (``RandCoarseShuffle`` shuffles voxels inside
+boxes), hence this module.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 
 __all__ = ["RandPatchSwap", "RandPatchSwapd"]
 
-# candidate corners drawn per round and rounds tried, per patch to place, before giving up
-_CANDIDATES_PER_ROUND = 8
-_MAX_ROUNDS = 50
+# candidate corners drawn for rejection sampling, per patch to place, before falling back to grid cells
+_CANDIDATES_PER_PATCH = 20
+
+
+def _check_image(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"RandPatchSwap: expected a channel-first 2D (C, H, W) or 3D (C, H, W, D) image, got shape {shape}."
+        )
+    return shape
 
 
 class RandPatchSwap(RandomizableTransform):
@@ -55,18 +66,18 @@ class RandPatchSwap(RandomizableTransform):
 
     def _patch(self, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
         dims = len(spatial_shape)
-        patch = tuple(int(p) for p in ensure_tuple_rep(self.patch_size, dims)) if not isinstance(self.patch_size, Sequence) or len(self.patch_size) == dims else ()
-        if not patch or min(patch) < 1 or any(p > s for p, s in zip(patch, spatial_shape)):
+        patch = tuple(self.patch_size) if isinstance(self.patch_size, Sequence) else (self.patch_size,) * dims
+        if len(patch) != dims or min(patch) < 1 or any(p > s for p, s in zip(patch, spatial_shape)):
             raise ValueError(
                 f"RandPatchSwap: patch_size must be a positive int or {dims} positive ints no larger than the spatial "
                 f"shape {spatial_shape}, got {self.patch_size}."
             )
-        if 2 * self.num_swaps * math.prod(patch) > math.prod(spatial_shape):
+        if 2 * self.num_swaps > math.prod(s // p for s, p in zip(spatial_shape, patch)):
             raise ValueError(
-                f"RandPatchSwap: {2 * self.num_swaps} patches of size {patch} do not fit in spatial shape "
+                f"RandPatchSwap: {2 * self.num_swaps} disjoint patches of size {patch} do not fit in spatial shape "
                 f"{spatial_shape}; lower num_swaps or patch_size."
             )
-        return patch
+        return tuple(int(p) for p in patch)
 
     def randomize(self, img_shape: Sequence[int]) -> None:
         """Draw ``num_swaps`` pairs of mutually non-overlapping patch corners for an image ``(C, *spatial)``."""
@@ -80,18 +91,18 @@ class RandPatchSwap(RandomizableTransform):
         n_patches = 2 * self.num_swaps
         high = np.asarray(spatial) - patch + 1
         kept: list[np.ndarray] = []
-        for _ in range(_MAX_ROUNDS):
-            for corner in self.R.randint(0, high, size=(_CANDIDATES_PER_ROUND * n_patches, len(spatial))):
-                # two boxes overlap iff their corners are closer than the patch size along every axis
-                if not kept or not np.any(np.all(np.abs(np.asarray(kept) - corner) < patch, axis=1)):
-                    kept.append(corner)
-                    if len(kept) == n_patches:
-                        self.pairs = np.asarray(kept, dtype=np.int64).reshape(self.num_swaps, 2, len(spatial))
-                        return
-        raise ValueError(
-            f"RandPatchSwap: could not place {n_patches} non-overlapping patches of size {tuple(patch)} in spatial "
-            f"shape {spatial}; lower num_swaps or patch_size."
-        )
+        for corner in self.R.randint(0, high, size=(_CANDIDATES_PER_PATCH * n_patches, len(spatial))):
+            # two boxes overlap iff their corners are closer than the patch size along every axis
+            if not kept or not np.any(np.all(np.abs(np.asarray(kept) - corner) < patch, axis=1)):
+                kept.append(corner)
+                if len(kept) == n_patches:
+                    break
+        else:  # crowded: take distinct cells of the patch grid, shifted by a random offset
+            grid = np.asarray(spatial) // patch
+            offset = self.R.randint(0, np.asarray(spatial) - grid * patch + 1)
+            cells = self.R.choice(math.prod(grid), n_patches, replace=False)
+            kept = list(offset + np.stack(np.unravel_index(cells, tuple(grid)), axis=1) * patch)
+        self.pairs = np.asarray(kept, dtype=np.int64).reshape(self.num_swaps, 2, len(spatial))
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         shape = _check_image(img.shape)
@@ -112,15 +123,6 @@ class RandPatchSwap(RandomizableTransform):
             box_b = (slice(None), *(slice(c, c + p) for c, p in zip(b, patch)))
             out[box_a], out[box_b] = source[box_b], source[box_a]
         return convert_to_dst_type(out, img)[0]
-
-
-def _check_image(shape: Sequence[int]) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(
-            f"RandPatchSwap: expected a channel-first 2D (C, H, W) or 3D (C, H, W, D) image, got shape {shape}."
-        )
-    return shape
 
 
 class RandPatchSwapd(Randomizable, MapTransform):

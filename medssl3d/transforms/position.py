@@ -26,7 +26,7 @@ import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms import MapTransform, Pad, Randomizable, SpatialCrop, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, fall_back_tuple
+from monai.utils import convert_to_dst_type, fall_back_tuple
 
 __all__ = ["RandPositionCrop", "RandPositionCropd", "position_bin"]
 
@@ -82,11 +82,12 @@ class RandPositionCrop(Randomizable, Transform):
             raise ValueError(
                 f"RandPositionCrop: the crop was drawn for spatial shape {self._spatial_shape}, got {spatial_shape}."
             )
-        pad = [(max(-start, 0), max(start + roi - size, 0)) for start, roi, size in zip(self._start, self._roi, spatial_shape)]
+        boxes = list(zip(self._start, self._roi, spatial_shape))
+        pad = [(max(-start, 0), max(start + roi - size, 0)) for start, roi, size in boxes]
         out = img
         if any(before or after for before, after in pad):
             out = Pad(to_pad=[(0, 0)] + pad, mode=self.pad_mode)(out)
-        slices = [slice(start + before, start + before + roi) for start, roi, (before, _) in zip(self._start, self._roi, pad)]
+        slices = [slice(start + before, start + before + roi) for (start, roi, _), (before, _) in zip(boxes, pad)]
         out = SpatialCrop(roi_slices=slices)(out)
         return out if isinstance(img, torch.Tensor) else convert_to_dst_type(out, img)[0]
 

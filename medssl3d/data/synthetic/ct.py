@@ -39,7 +39,7 @@ AIR_HU, FAT_HU, SOFT_TISSUE_HU, BLOOD_HU, BONE_HU, LUNG_HU, NODULE_HU = -1000, -
 PAD_VALUES = (-1024, -2048)
 
 # Nodule radii as a share of the in-plane field-of-view radius R (anatomy scales with R).
-NODULE_RADIUS_SHARE = {0: (0.055, 0.085), 1: (0.075, 0.11)}
+NODULE_RADIUS_SHARE = {0: (0.055, 0.085), 1: (0.07, 0.1)}
 MIN_NODULE_RADIUS_VOXELS = 1.4
 MIN_SLICES = 8
 
@@ -88,29 +88,34 @@ def min_ct_shape(spacing: Sequence[float]) -> tuple[int, int, int]:
 
 
 def nodule_signed_distance(
-    points_mm: Sequence[np.ndarray], radius_mm: float, nodule_class: int, rng: np.random.Generator
+    points_mm: Sequence[np.ndarray],
+    radius_mm: float,
+    nodule_class: int,
+    rng: np.random.Generator,
+    min_spacing_mm: float = 0.0,
 ) -> np.ndarray:
     """Signed distance (mm, negative inside) of a nodule centred at the origin of ``points_mm``.
 
     Class 0 is one sphere of ``radius_mm``. Class 1 is a union of a central lobe and 3–5 smaller lobes
-    (bumpy, lobulated outline) plus 4–9 thin spicules radiating up to 2.2 radii out.
+    (bumpy, lobulated outline) plus 5–9 thin spicules radiating up to 2.4 radii out, at least half a voxel
+    (``min_spacing_mm``) thick so that they survive sampling.
     """
     radial = np.sqrt(sum(p**2 for p in points_mm))
     if nodule_class == 0:
         return radial - radius_mm
-    distance = radial - 0.7 * radius_mm
+    distance = radial - 0.6 * radius_mm
     for _ in range(rng.integers(3, 6)):
         direction = rng.standard_normal(3)
         direction /= np.linalg.norm(direction)
-        centre = direction * radius_mm * rng.uniform(0.35, 0.55)
-        lobe_radius = radius_mm * rng.uniform(0.35, 0.5)
+        centre = direction * radius_mm * rng.uniform(0.45, 0.6)
+        lobe_radius = radius_mm * rng.uniform(0.3, 0.45)
         lobe = np.sqrt(sum((p - c) ** 2 for p, c in zip(points_mm, centre))) - lobe_radius
         distance = np.minimum(distance, lobe)
-    spicule_radius = max(0.09 * radius_mm, 0.25)
-    for _ in range(rng.integers(4, 10)):
+    spicule_radius = max(0.14 * radius_mm, 0.5 * min_spacing_mm)
+    for _ in range(rng.integers(5, 10)):
         direction = rng.standard_normal(3)
         direction /= np.linalg.norm(direction)
-        tip = direction * radius_mm * rng.uniform(1.5, 2.2)
+        tip = direction * radius_mm * rng.uniform(1.6, 2.4)
         distance = np.minimum(distance, segment_distance(points_mm, np.zeros(3), tip) - spicule_radius)
     return distance
 
@@ -163,6 +168,7 @@ def synth_ct(
     rng: np.random.Generator | None = None,
     n_nodules: int | None = None,
     pad_value: int | None = None,
+    nodule_scale: float = 1.0,
 ) -> CTPhantom:
     """Synthesize one chest CT phantom.
 
@@ -172,6 +178,7 @@ def synth_ct(
         rng: random generator; the phantom is a pure function of its state.
         n_nodules: number of nodules (0–4); ``None`` draws it uniformly.
         pad_value: value outside the circular field of view; ``None`` draws −1024 or −2048.
+        nodule_scale: multiplies every nodule radius (the X-ray phantoms use larger, mass-like nodules).
 
     Returns:
         A :class:`CTPhantom`; ``nodules`` lists every nodule with its world LPS centre.
@@ -280,9 +287,9 @@ def synth_ct(
     )
     for _ in range(n_nodules):
         nodule_class = int(rng.integers(0, 2))
-        radius = fov_radius * rng.uniform(*NODULE_RADIUS_SHARE[nodule_class])
-        extent = radius * (1.0 if nodule_class == 0 else 2.2)
-        candidates = np.argwhere(room_mm > radius * (1.0 if nodule_class == 0 else 1.2))
+        radius = fov_radius * nodule_scale * rng.uniform(*NODULE_RADIUS_SHARE[nodule_class])
+        extent = radius * (1.0 if nodule_class == 0 else 2.4)
+        candidates = np.argwhere(room_mm > radius)
         for previous_centre, previous_extent in placed:
             gap_mm = np.linalg.norm((candidates - previous_centre) * np.array(spacing), axis=1)
             candidates = candidates[gap_mm > previous_extent + extent]
@@ -295,7 +302,7 @@ def synth_ct(
         centre_mm = (centre_index - (np.array(shape) - 1) / 2.0) * np.array(spacing)
         box = _box(centre_mm, 2.4 * radius, shape, spacing)
         points = [p - c for p, c in zip(_box_points(box, shape, spacing), centre_mm)]
-        nodule = occupancy(nodule_signed_distance(points, radius, nodule_class, rng), edge)
+        nodule = occupancy(nodule_signed_distance(points, radius, nodule_class, rng, min(spacing)), edge)
         nodule_hu = NODULE_HU + rng.normal(0, 8)
         hu[box] = hu[box] * (1 - nodule) + nodule * nodule_hu
         label[box][nodule >= 0.5] = 2

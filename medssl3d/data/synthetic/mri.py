@@ -1,7 +1,7 @@
 """MRI-like (T1-weighted) brain phantoms: tissue classes, a smooth bias field, an arbitrary intensity scale.
 
 Tissues (label values): 1 cerebrospinal fluid, 2 grey matter (folded cortex), 3 white matter, over a dark
-skull and a bright scalp. An optional lesion (hypointense, irregular, inside white matter) has its own mask.
+skull and a bright scalp. An optional lesion (contrast-enhancing, so brighter than white matter; irregular; inside white matter) has its own mask.
 Intensities are multiplied by a smooth multiplicative bias field, scaled by a random factor (MRI has no
 absolute unit), and corrupted by Rician noise, as magnitude images are.
 """
@@ -18,7 +18,7 @@ from .shapes import grid_mm, smooth_noise
 __all__ = ["MRI_LABELS", "MRIPhantom", "synth_mri"]
 
 MRI_LABELS = {0: "background", 1: "csf", 2: "grey matter", 3: "white matter"}
-TISSUE_INTENSITY = {"scalp": 0.7, "skull": 0.08, "csf": 0.2, "grey": 0.55, "white": 0.85, "lesion": 0.35}
+TISSUE_INTENSITY = {"scalp": 0.7, "skull": 0.08, "csf": 0.2, "grey": 0.55, "white": 0.85, "lesion": 1.05}
 MIN_MRI_SHAPE = (24, 24, 24)
 
 
@@ -92,9 +92,9 @@ def synth_mri(
 
     lesion_mask = np.zeros(shape, np.uint8)
     if lesion:
-        candidates = np.argwhere((white < 0.5) & (tissue == 3))
+        candidates = np.argwhere((white < 0.45) & (tissue == 3))
         centre = candidates[rng.integers(len(candidates))]
-        radius = rng.uniform(0.1, 0.16)
+        radius = rng.uniform(0.15, 0.22)
         centre_uvw = [float(np.broadcast_to(g, shape)[tuple(centre)]) for g in (u, v, w)]
         distance = np.sqrt(sum((g - c) ** 2 for g, c in zip((u, v, w), centre_uvw)))
         blob = distance < radius * (1 + 0.3 * smooth_noise(shape, [n / 12 for n in shape], rng))

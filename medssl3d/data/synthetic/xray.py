@@ -22,6 +22,7 @@ MU_WATER_PER_MM = 0.02
 PHOTONS_PER_PIXEL = 20000.0
 MAX_LINE_INTEGRAL = 8.0  # stored as uint16: p / MAX_LINE_INTEGRAL * 65535
 FIELD_OF_VIEW_MM = 350.0
+NODULE_SCALE = 1.5  # radiographs show masses, not the few-mm nodules only CT resolves
 
 
 @dataclass
@@ -41,7 +42,7 @@ def synth_xray(
     Args:
         size: (rows, columns); columns need the in-plane minimum of :func:`~.ct.min_ct_shape`.
         rng: random generator; the radiograph is a pure function of its state.
-        nodule: whether 1–3 nodules are present; ``None`` draws it with probability 0.5.
+        nodule: whether 2–4 nodules are present; ``None`` draws it with probability 0.5.
     """
     rng = np.random.default_rng() if rng is None else rng
     rows, columns = (int(n) for n in size)
@@ -49,7 +50,11 @@ def synth_xray(
     pixel = FIELD_OF_VIEW_MM / columns
     try:
         phantom = synth_ct(
-            (columns, columns, rows), (pixel, pixel, pixel), rng, n_nodules=int(rng.integers(1, 4)) if nodule else 0
+            (columns, columns, rows),
+            (pixel, pixel, pixel),
+            rng,
+            n_nodules=int(rng.integers(2, 5)) if nodule else 0,
+            nodule_scale=NODULE_SCALE,
         )
     except ValueError as err:
         raise ValueError(f"X-ray size {rows}x{columns}: {err}") from err

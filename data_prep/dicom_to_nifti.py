@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Convert every DICOM series under a folder to NIfTI (int16 HU) plus a JSON sidecar without patient identifiers.
+
+Example:
+    python data_prep/dicom_to_nifti.py /data/dicom /data/nifti --workers 8
+    python data_prep/dicom_to_nifti.py /data/dicom /data/nifti --shard $SLURM_ARRAY_TASK_ID/16 --skip-existing
+
+See docs/data_prep_dicom.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medssl3d.prep.dicom import convert_dicom_folder, parse_shard
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path, help="folder searched recursively for DICOM files (any names, any order)")
+    parser.add_argument("output", type=Path, help="folder for series_<hash>.nii.gz and series_<hash>.json")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--skip-existing", action="store_true", help="keep existing outputs and skip their series")
+    parser.add_argument(
+        "--resample-uneven",
+        action="store_true",
+        help="interpolate series with missing or unevenly spaced slices onto their median spacing "
+        "(default: report them as errors)",
+    )
+    parser.add_argument(
+        "--shard", default="0/1", help="'i/n': convert only the i-th of n disjoint parts of the series (i from 0)"
+    )
+    parser.add_argument(
+        "--pseudonym-key-file",
+        type=Path,
+        help="file holding a secret key: names outputs by HMAC of the SeriesInstanceUID and adds a "
+        "patient_pseudonym (HMAC of PatientID) to each sidecar, for patient-level splits",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}.")
+    if args.overwrite and args.skip_existing:
+        raise ValueError("--overwrite and --skip-existing exclude each other.")
+    key = None
+    if args.pseudonym_key_file is not None:
+        key = args.pseudonym_key_file.read_bytes().strip()
+        if not key:
+            raise ValueError(f"{args.pseudonym_key_file}: the pseudonym key file is empty.")
+    results, errors, skipped_files = convert_dicom_folder(
+        args.input,
+        args.output,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        resample_uneven=args.resample_uneven,
+        shard=parse_shard(args.shard),
+        key=key,
+        progress=not args.no_progress,
+    )
+    for result in results:
+        for message in result.messages:
+            print(f"{'skipped' if result.status == 'not_a_volume' else 'warning'}: {message}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    counts = {status: sum(r.status == status for r in results) for status in ("written", "exists", "not_a_volume")}
+    print(
+        f"{counts['written']} series written, {counts['exists']} already there, {counts['not_a_volume']} not volumes, "
+        f"{len(errors)} failed; {len(skipped_files)} non-image files ignored; output in {args.output}"
+    )
+    return 1 if errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

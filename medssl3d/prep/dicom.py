@@ -1,0 +1,556 @@
+"""DICOM series → NIfTI in Hounsfield units, with a sidecar of acquisition parameters and no patient identifiers.
+
+Reading (pydicom): every file under a folder, in any order and under any name, grouped by
+SeriesInstanceUID. Slices are ordered by their ImagePositionPatient projected on the slice normal
+(row cosine × column cosine of ImageOrientationPatient), never by file name or InstanceNumber; the slice
+spacing is the real distance between consecutive positions (SliceThickness is only recorded). Classic
+single-frame files and enhanced multi-frame files (geometry and rescale in the Shared/PerFrame
+FunctionalGroupsSequence) are both read as a list of frames, so the rest of the pipeline is shared.
+
+Geometry: voxel axis i runs along a row (ImageOrientationPatient[:3], PixelSpacing[1]), j down the columns
+(ImageOrientationPatient[3:], PixelSpacing[0]), k from slice to slice. The DICOM frame is LPS; the NIfTI
+affine is RAS, i.e. the LPS affine with its x and y rows negated. Oblique orientations are kept as they
+are; a gantry tilt (slices sheared along the normal) is kept in the sform and reported as a warning.
+
+Privacy: the sidecar holds only the tags in :data:`ACQUISITION_TAGS` (scanner and reconstruction
+settings) plus the geometry; no names, IDs, dates, times, UIDs, free-text descriptions or institution and
+device names. Output files are named ``series_<16 hex>``: the SHA-256 of the SeriesInstanceUID, or an
+HMAC-SHA-256 under a secret key when one is given. With a key, the sidecar also holds
+``patient_pseudonym`` (HMAC of PatientID), so patient-level splits stay possible; an unkeyed hash of a
+PatientID is not offered because short IDs can be recovered by trying them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from scipy.interpolate import interp1d
+
+from medssl3d.atomic import atomic_path, write_json_atomic
+
+from .parallel import map_progress
+
+__all__ = [
+    "ACQUISITION_TAGS",
+    "ConversionResult",
+    "DicomConversionError",
+    "DicomSeries",
+    "DicomVolume",
+    "NotAVolumeError",
+    "convert_dicom_folder",
+    "convert_series",
+    "find_dicom_series",
+    "parse_shard",
+    "read_series",
+    "series_name",
+]
+
+# Scanner and reconstruction settings, safe to share: none names or dates a person, a site or a device.
+ACQUISITION_TAGS = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "BodyPartExamined",
+    "PatientPosition",
+    "ImageType",
+    "KVP",
+    "XRayTubeCurrent",
+    "ExposureTime",
+    "Exposure",
+    "SpiralPitchFactor",
+    "SliceThickness",
+    "ConvolutionKernel",
+    "FilterType",
+    "ReconstructionDiameter",
+    "DataCollectionDiameter",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "MagneticFieldStrength",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "FlipAngle",
+    "ScanningSequence",
+    "SequenceVariant",
+    "MRAcquisitionType",
+)
+ORIENTATION_TOLERANCE = 1e-4  # direction cosines of every slice of a series must agree to this
+DUPLICATE_MM = 1e-2  # two slices closer than this along the normal sit at the same position
+UNEVEN_SHARE = 0.01  # a gap further than 1 % from the median spacing is uneven (a missing slice: 100 %)
+TILT_DEGREES = 0.01
+
+
+class DicomConversionError(ValueError):
+    """A series that cannot be converted; the message names a file and the problem."""
+
+
+class NotAVolumeError(DicomConversionError):
+    """A series that is not a 3D volume (a single localizer slice, a screenshot): skipped, not an error."""
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """The files of one SeriesInstanceUID, sorted by path (slice order comes from the geometry)."""
+
+    uid: str
+    files: tuple[Path, ...]
+
+    def describe(self) -> str:
+        """The first file and the number of files, for messages."""
+        return f"{self.files[0]} (series of {len(self.files)} files)"
+
+
+@dataclass
+class DicomVolume:
+    """A converted series: ``image`` int16 with voxel axes (i, j, k) as described in the module docstring."""
+
+    image: np.ndarray
+    affine_ras: np.ndarray
+    sidecar: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What :func:`convert_series` did: ``status`` is ``written``, ``exists`` (skipped) or ``not_a_volume``."""
+
+    name: str
+    status: str
+    nifti: Path | None
+    sidecar: Path | None
+    messages: tuple[str, ...] = ()
+
+
+@dataclass
+class _Frame:
+    """One 2D frame: its file, frame index (multi-frame) and geometry, read from the header."""
+
+    path: Path
+    frame: int | None
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    shape: tuple[int, int]
+    slope: float
+    intercept: float
+    instance_uid: str
+
+    def where(self) -> str:
+        return f"{self.path}" + ("" if self.frame is None else f" frame {self.frame + 1}")
+
+
+def series_name(uid: str, key: bytes | None = None) -> str:
+    """Output file stem of a series: ``series_`` + 16 hex of SHA-256(uid), or of HMAC-SHA-256(key, uid)."""
+    digest = hmac.new(key, uid.encode(), "sha256") if key else hashlib.sha256(uid.encode())
+    return f"series_{digest.hexdigest()[:16]}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (0 ≤ i < n) as used by ``--shard`` for cluster job arrays."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes 'i/n' with integers, e.g. 0/4, got '{text}'.") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard '{text}': need 0 <= i < n (i counts from 0).")
+    return index, count
+
+
+def _read_header(path: Path) -> tuple[Path, str | None]:
+    """(path, SeriesInstanceUID) of an image file; None for non-DICOM files and DICOM without pixels."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Rows"])
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return path, None
+    if "SeriesInstanceUID" not in dataset or "Rows" not in dataset:
+        return path, None
+    return path, str(dataset.SeriesInstanceUID)
+
+
+def find_dicom_series(
+    folder: str | os.PathLike, workers: int = 1, progress: bool = True
+) -> tuple[list[DicomSeries], list[Path]]:
+    """Group every DICOM image file under ``folder`` (recursively) by SeriesInstanceUID.
+
+    Returns the series (sorted by UID) and the files that were skipped (not DICOM, or DICOM without an
+    image such as DICOMDIR, structured reports, presentation states).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"input folder '{folder}' does not exist or is not a folder.")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not paths:
+        raise ValueError(f"input folder '{folder}' holds no files.")
+    groups: dict[str, list[Path]] = defaultdict(list)
+    skipped = []
+    for outcome in map_progress(_read_header, paths, workers, desc="reading DICOM headers", progress=progress):
+        if isinstance(outcome, Exception):
+            raise outcome
+        path, uid = outcome
+        (skipped.append(path) if uid is None else groups[uid].append(path))
+    return [DicomSeries(uid, tuple(groups[uid])) for uid in sorted(groups)], skipped
+
+
+def _functional(dataset, frame: int, sequence: str, keyword: str):
+    """A value from the per-frame functional group of ``frame``, else the shared group, else None."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = dataset.get(groups)
+        inner = items[index].get(sequence) if items and len(items) > index else None
+        if inner and keyword in inner[0]:
+            return inner[0][keyword].value
+    return None
+
+
+def _frames(dataset, path: Path) -> list[_Frame]:
+    """The frames of one file with their geometry; raise for files whose frames cannot be placed."""
+    if int(dataset.get("SamplesPerPixel", 1)) != 1:
+        raise DicomConversionError(
+            f"{path}: {dataset.get('PhotometricInterpretation', 'colour')} image with "
+            f"{dataset.SamplesPerPixel} samples per pixel; only grayscale volumes are converted."
+        )
+    shape = (int(dataset.Rows), int(dataset.Columns))
+    uid = str(dataset.get("SOPInstanceUID", path))
+    n_frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" in dataset:
+        frames = []
+        for index in range(n_frames):
+            values = {
+                "position": _functional(dataset, index, "PlanePositionSequence", "ImagePositionPatient"),
+                "orientation": _functional(dataset, index, "PlaneOrientationSequence", "ImageOrientationPatient"),
+                "spacing": _functional(dataset, index, "PixelMeasuresSequence", "PixelSpacing"),
+            }
+            missing = [name for name, value in values.items() if value is None]
+            if missing:
+                raise DicomConversionError(
+                    f"{path}: enhanced multi-frame file lacks the {', '.join(missing)} of frame {index + 1} "
+                    "in its functional groups."
+                )
+            slope = _functional(dataset, index, "PixelValueTransformationSequence", "RescaleSlope")
+            intercept = _functional(dataset, index, "PixelValueTransformationSequence", "RescaleIntercept")
+            frames.append(
+                _Frame(
+                    path,
+                    index,
+                    np.asarray(values["position"], float),
+                    np.asarray(values["orientation"], float),
+                    tuple(float(s) for s in values["spacing"]),
+                    shape,
+                    float(dataset.get("RescaleSlope", 1) if slope is None else slope),
+                    float(dataset.get("RescaleIntercept", 0) if intercept is None else intercept),
+                    f"{uid}#{index}",
+                )
+            )
+        return frames
+    if n_frames > 1:
+        raise DicomConversionError(
+            f"{path}: multi-frame file ({n_frames} frames) without a PerFrameFunctionalGroupsSequence, so its "
+            "frames have no positions; only classic single-frame and enhanced multi-frame files are supported."
+        )
+    missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in dataset]
+    if missing:
+        raise NotAVolumeError(f"{path}: no {', '.join(missing)}; not part of a volume (a screenshot or report?).")
+    return [
+        _Frame(
+            path,
+            None,
+            np.asarray(dataset.ImagePositionPatient, float),
+            np.asarray(dataset.ImageOrientationPatient, float),
+            tuple(float(s) for s in dataset.PixelSpacing),
+            shape,
+            float(dataset.get("RescaleSlope", 1)),
+            float(dataset.get("RescaleIntercept", 0)),
+            uid,
+        )
+    ]
+
+
+def _pixels(dataset, path: Path) -> np.ndarray:
+    """Stored pixel values as (frames, rows, cols); a clear error when the compression cannot be decoded."""
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # decoders raise RuntimeError, NotImplementedError, ValueError …
+        reason = (str(error).strip().splitlines() or [repr(error)])[0].strip("\"': ")
+        raise DicomConversionError(
+            f"{path}: cannot decode pixel data stored as {_syntax_name(dataset)} ({reason}); install a decoder "
+            "for it (pylibjpeg with its plugins, or python-gdcm) or decompress the files first (gdcmconv --raw)."
+        ) from error
+    return pixels.reshape((-1,) + pixels.shape[-2:])
+
+
+def _plain(value):
+    """A pydicom value as JSON: numbers stay numbers, multi-values become lists."""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float)):
+        return int(value) if isinstance(value, int) else float(value)
+    return str(value)
+
+
+def _acquisition_value(dataset, keyword: str):
+    """An allow-listed tag from the top level, else from the shared functional groups (enhanced files)."""
+    if keyword in dataset:
+        return dataset[keyword].value
+    for group in dataset.get("SharedFunctionalGroupsSequence", [])[:1]:
+        for element in group:
+            if element.VR == "SQ" and len(element.value) and keyword in element.value[0]:
+                return element.value[0][keyword].value
+    return None
+
+
+def _acquisition(datasets: Sequence) -> dict:
+    """Allow-listed tags: one value when every file agrees, else the values in slice order."""
+    tags = {}
+    for keyword in ACQUISITION_TAGS:
+        values = [_acquisition_value(d, keyword) for d in datasets]
+        values = [_plain(v) for v in values if v is not None and v != ""]
+        if values:
+            tags[keyword] = values[0] if all(v == values[0] for v in values) else values
+    return tags
+
+
+def _check_consistent(frames: list[_Frame]) -> None:
+    first = frames[0]
+    for frame in frames[1:]:
+        if frame.shape != first.shape:
+            problem = f"image size {frame.shape[1]}x{frame.shape[0]} differs from {first.shape[1]}x{first.shape[0]}"
+        elif np.abs(frame.orientation - first.orientation).max() > ORIENTATION_TOLERANCE:
+            problem = f"ImageOrientationPatient {frame.orientation.tolist()} differs from {first.orientation.tolist()}"
+        elif not np.allclose(frame.pixel_spacing, first.pixel_spacing, rtol=1e-4, atol=1e-6):
+            problem = f"PixelSpacing {list(frame.pixel_spacing)} differs from {list(first.pixel_spacing)}"
+        else:
+            continue
+        raise DicomConversionError(
+            f"{frame.where()}: {problem} in {first.where()}; one series must hold one stack of slices."
+        )
+
+
+def _gap_problems(frames: list[_Frame], heights: np.ndarray, spacing: float) -> list[str]:
+    """Human descriptions of the gaps that differ from the median ``spacing``."""
+    problems = []
+    for index, gap in enumerate(np.diff(heights)):
+        if abs(gap - spacing) <= UNEVEN_SHARE * spacing:
+            continue
+        between = f"between {frames[index].where()} and {frames[index + 1].where()}"
+        steps = gap / spacing
+        if round(steps) >= 2 and abs(steps - round(steps)) <= UNEVEN_SHARE * round(steps):
+            problems.append(
+                f"{round(steps) - 1} missing slice(s) {between} (gap {gap:.3f} mm, median spacing {spacing:.3f} mm)"
+            )
+        else:
+            problems.append(f"uneven gap of {gap:.3f} mm {between} (median spacing {spacing:.3f} mm)")
+    return problems
+
+
+def _sorted_frames(series: DicomSeries) -> tuple[list, list[tuple[_Frame, int]], np.ndarray, list[str]]:
+    """Read the files of a series; return (datasets, (frame, dataset index) sorted along the normal, the
+    frames' heights along the normal, warnings). Copies of one instance count once."""
+    datasets, frames, without_geometry = [], [], []
+    for path in series.files:
+        try:
+            dataset = pydicom.dcmread(path)
+        except Exception as error:
+            raise DicomConversionError(f"{path}: unreadable DICOM file: {error}") from error
+        datasets.append(dataset)
+        try:
+            frames.extend((frame, len(datasets) - 1) for frame in _frames(dataset, path))
+        except NotAVolumeError as error:
+            without_geometry.append(error)
+    if without_geometry:  # all files without geometry: not a volume; only some: a broken series
+        raise without_geometry[0] if not frames else DicomConversionError(str(without_geometry[0]))
+    _check_consistent([frame for frame, _ in frames])
+    unique = list({frame.instance_uid: (frame, owner) for frame, owner in frames}.values())
+    warnings = []
+    if len(unique) < len(frames):
+        copies = len(frames) - len(unique)
+        warnings.append(f"{series.describe()}: {copies} duplicate file(s) of the same instance ignored")
+    if len(unique) < 2:
+        raise NotAVolumeError(f"{series.describe()}: a single slice, not a volume (a localizer?); skipped.")
+    orientation = unique[0][0].orientation
+    normal = np.cross(orientation[:3], orientation[3:])
+    heights = np.array([frame.position @ normal for frame, _ in unique])
+    order = np.argsort(heights, kind="stable")
+    return datasets, [unique[i] for i in order], heights[order], warnings
+
+
+def read_series(series: DicomSeries, resample_uneven: bool = False, key: bytes | None = None) -> DicomVolume:
+    """Read one series into an int16 HU volume with its RAS affine and privacy-safe sidecar.
+
+    Raises :class:`DicomConversionError` for duplicate slices, missing or unevenly spaced slices (unless
+    ``resample_uneven``: then the stack is linearly interpolated onto the median spacing), mixed geometry,
+    undecodable compression, or HU outside int16; :class:`NotAVolumeError` for single slices.
+    """
+    datasets, frames, heights, warnings = _sorted_frames(series)
+    ordered = [frame for frame, _ in frames]
+    gaps = np.diff(heights)
+    if (gaps < DUPLICATE_MM).any():
+        index = int(np.flatnonzero(gaps < DUPLICATE_MM)[0])
+        raise DicomConversionError(
+            f"{ordered[index + 1].where()}: duplicate slice at the position of {ordered[index].where()} "
+            f"({heights[index]:.3f} mm along the slice normal); remove one of them."
+        )
+    median = float(np.median(gaps))
+    problems = _gap_problems(ordered, heights, median)
+    if problems and not resample_uneven:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise DicomConversionError(f"{shown} — pass --resample-uneven to interpolate onto the median spacing.")
+    n_steps = int(round((heights[-1] - heights[0]) / median)) if problems else len(ordered) - 1
+
+    decoded, slices = {}, []
+    for frame, owner in frames:
+        if owner not in decoded:
+            decoded[owner] = _pixels(datasets[owner], frame.path)
+        plane = decoded[owner][frame.frame or 0].astype(np.float64) * frame.slope + frame.intercept
+        slices.append(plane.T)  # (rows, cols) → (i along a row, j down the columns)
+    volume = np.stack(slices, axis=-1)
+    if problems:
+        targets = heights[0] + np.arange(n_steps + 1) * (heights[-1] - heights[0]) / n_steps
+        volume = interp1d(heights, volume, axis=-1, assume_sorted=True)(np.clip(targets, heights[0], heights[-1]))
+        evened = f"resampled onto {n_steps + 1} evenly spaced slices"
+        warnings.append(f"{series.describe()}: {evened}: {'; '.join(problems)}")
+    volume = np.rint(volume)
+    if volume.min() < -32768 or volume.max() > 32767:
+        raise DicomConversionError(
+            f"{series.describe()}: rescaled values span [{volume.min():.0f}, {volume.max():.0f}], outside int16."
+        )
+
+    first, last = ordered[0], ordered[-1]
+    row, column = first.orientation[:3], first.orientation[3:]
+    step = (last.position - first.position) / n_steps
+    row_spacing, column_spacing = first.pixel_spacing
+    affine_lps = np.eye(4)
+    affine_lps[:3, :4] = np.column_stack([row * column_spacing, column * row_spacing, step, first.position])
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    slice_spacing = float(np.linalg.norm(step))
+    tilt = float(np.degrees(np.arccos(np.clip(abs(step @ np.cross(row, column)) / slice_spacing, 0.0, 1.0))))
+    if tilt > TILT_DEGREES:
+        warnings.append(
+            f"{series.describe()}: gantry tilt of {tilt:.2f}°; the sheared geometry is in the NIfTI sform, "
+            "readers that use the qform (ITK) drop the shear."
+        )
+    owners = list(dict.fromkeys(owner for _, owner in frames))
+    sidecar = {
+        "converter": "medssl3d.prep.dicom",
+        "privacy": "allow-listed acquisition tags only; no names, IDs, dates, times, UIDs or free text",
+        "acquisition": _acquisition([datasets[o] for o in owners]),
+        "geometry": {
+            "shape": list(volume.shape),
+            "spacing_mm": [column_spacing, row_spacing, slice_spacing],
+            "origin_lps_mm": first.position.tolist(),
+            "axis_directions_lps": [row.tolist(), column.tolist(), (step / slice_spacing).tolist()],
+            "affine_ras": affine_ras.tolist(),
+            "slice_gap_mm": {"median": median, "min": float(gaps.min()), "max": float(gaps.max())},
+            "gantry_tilt_deg": tilt,
+            "resampled_uneven": bool(problems),
+        },
+        "rescale": {
+            "slope": sorted({frame.slope for frame in ordered}),
+            "intercept": sorted({frame.intercept for frame in ordered}),
+        },
+        "source": {
+            "files": len(owners),
+            "frames": len(ordered),
+            "multiframe": any(frame.frame is not None for frame in ordered),
+            "transfer_syntax": sorted({_syntax_name(datasets[o]) for o in owners}),
+        },
+    }
+    if key:
+        patient = str(datasets[owners[0]].get("PatientID", ""))
+        sidecar["patient_pseudonym"] = hmac.new(key, patient.encode(), "sha256").hexdigest()[:16] if patient else None
+    return DicomVolume(volume.astype(np.int16), affine_ras, sidecar, warnings)
+
+
+def _syntax_name(dataset) -> str:
+    """'Name (UID)' of a dataset's transfer syntax."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    return f"{syntax.name} ({syntax})" if syntax is not None else "an unknown transfer syntax"
+
+
+def convert_series(
+    series: DicomSeries,
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    resample_uneven: bool = False,
+    key: bytes | None = None,
+) -> ConversionResult:
+    """Write ``<out_dir>/series_<hash>.nii.gz`` and its ``.json`` sidecar atomically.
+
+    An existing output raises (``overwrite=False``) or is kept (``skip_existing=True``). A series that is
+    not a volume gives status ``not_a_volume`` rather than an error.
+    """
+    name = series_name(series.uid, key)
+    nifti, sidecar_path = Path(out_dir) / f"{name}.nii.gz", Path(out_dir) / f"{name}.json"
+    if nifti.exists() or sidecar_path.exists():
+        if skip_existing:
+            return ConversionResult(name, "exists", nifti, sidecar_path)
+        if not overwrite:
+            raise DicomConversionError(
+                f"{nifti}: output exists (from {series.describe()}); pass --overwrite or --skip-existing."
+            )
+    try:
+        volume = read_series(series, resample_uneven, key)
+    except NotAVolumeError as error:
+        return ConversionResult(name, "not_a_volume", None, None, (str(error),))
+    image = nib.Nifti1Image(volume.image, volume.affine_ras)
+    image.header.set_xyzt_units("mm")
+    image.set_sform(volume.affine_ras, code=1)
+    image.set_qform(volume.affine_ras, code=1)
+    with atomic_path(nifti, overwrite=True) as temporary:
+        nib.save(image, str(temporary))
+    write_json_atomic({"image": nifti.name, **volume.sidecar}, sidecar_path, overwrite=True)
+    return ConversionResult(name, "written", nifti, sidecar_path, tuple(volume.warnings))
+
+
+def convert_dicom_folder(
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    workers: int = 1,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    resample_uneven: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    key: bytes | None = None,
+    progress: bool = True,
+) -> tuple[list[ConversionResult], list[str], list[Path]]:
+    """Convert every series under ``input_dir`` (or this ``shard`` of them) into ``out_dir``.
+
+    Series are assigned to shards round-robin in the order of their output names, so ``i/n`` for
+    ``i = 0 … n-1`` covers every series exactly once, whatever the file system order.
+
+    Returns (results of the converted or skipped series, one error line per failed series, skipped files).
+    """
+    all_series, skipped_files = find_dicom_series(input_dir, workers, progress)
+    if not all_series:
+        raise ValueError(f"no DICOM image files under '{input_dir}' ({len(skipped_files)} other files).")
+    index, count = shard
+    ordered = sorted(all_series, key=lambda s: series_name(s.uid, key))
+    mine = ordered[index::count]
+    task = partial(
+        convert_series,
+        out_dir=out_dir,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        resample_uneven=resample_uneven,
+        key=key,
+    )
+    results, errors = [], []
+    for outcome in map_progress(task, mine, workers, desc="converting series", progress=progress):
+        if isinstance(outcome, Exception):
+            if not isinstance(outcome, (ValueError, OSError)):
+                raise outcome
+            errors.append(str(outcome))
+        else:
+            results.append(outcome)
+    return results, errors, skipped_files
+

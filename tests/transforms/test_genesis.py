@@ -1,0 +1,296 @@
+"""Tests of the Models Genesis corruptions: window semantics, curve shape, box bounds, probabilities."""
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medssl3d.transforms.genesis import (
+    RandBezierIntensity,
+    RandGenesisCorruption,
+    RandGenesisCorruptiond,
+    RandLocalPixelShuffle,
+    RandPainting,
+)
+
+NO_OPS = dict(flip_prob=0.0, shuffle_prob=0.0, nonlinear_prob=0.0, paint_prob=0.0)
+
+
+def unique_image(spatial, channels=1, seed=0):
+    """Distinct values in [0, 1): an output value tells which input voxel it came from."""
+    volume = int(np.prod(spatial))
+    values = np.random.default_rng(seed).permutation(volume).astype(np.float64) / volume
+    first = values.reshape(spatial)
+    return np.stack([first * (c + 1) / channels for c in range(channels)])
+
+
+def owners(spatial, starts, sizes):
+    """Reference: paint window ids in drawing order, the published loop's overwrite rule."""
+    owner = np.full(spatial, -1)
+    for k, (a, s) in enumerate(zip(starts, sizes)):
+        owner[tuple(slice(i, i + n) for i, n in zip(a, s))] = k
+    return owner
+
+
+@pytest.mark.parametrize("spatial,num", [((30, 30, 20), 300), ((30, 30, 20), 10000), ((40, 40), 150)])
+def test_shuffle_moves_voxels_only_within_their_last_window(spatial, num):
+    img = unique_image(spatial, channels=2)
+    t = RandLocalPixelShuffle(prob=1.0, num_windows=num)
+    t.set_random_state(3)
+    out = t(img)
+    starts, sizes = t.window_starts, t.window_sizes
+    assert starts.shape == sizes.shape == (num, len(spatial))
+    assert (sizes >= 1).all() and (sizes <= np.array(spatial) // 10).all() and (starts + sizes <= spatial).all()
+    np.testing.assert_allclose(out[1], out[0] * 2)  # the same permutation in every channel
+    position = np.argsort(img[0].ravel())
+    source = np.stack(np.unravel_index(position[np.searchsorted(img[0].ravel()[position], out[0].ravel())], spatial), 1)
+    owner = owners(spatial, starts, sizes).ravel()
+    here = np.stack(np.unravel_index(np.arange(owner.size), spatial), 1)
+    free = owner < 0
+    np.testing.assert_array_equal(source[free], here[free])  # voxels no window covers stay
+    lo, hi = starts[owner[~free]], starts[owner[~free]] + sizes[owner[~free]]
+    assert ((source[~free] >= lo) & (source[~free] < hi)).all()  # sources inside the owning window
+    flat_source = np.ravel_multi_index(tuple(source.T), spatial)
+    pairs = np.stack([owner[~free], flat_source[~free]], 1)
+    assert len(np.unique(pairs, axis=0)) == len(pairs)  # a window never uses a voxel twice
+    last = tuple(slice(a, a + s) for a, s in zip(starts[-1], sizes[-1]))
+    np.testing.assert_array_equal(np.sort(out[0][last], axis=None), np.sort(img[0][last], axis=None))
+
+
+def test_shuffle_permutations_are_uniform():
+    t = RandLocalPixelShuffle(prob=1.0, num_windows=1)
+    t.set_random_state(0)
+    img = unique_image((20, 20))
+    counts, draws = np.zeros((4, 4)), 0
+    for _ in range(3000):
+        out = t(img)
+        if tuple(t.window_sizes[0]) != (2, 2):
+            continue
+        (a, b), draws = t.window_starts[0], draws + 1
+        before, after = img[0, a : a + 2, b : b + 2].ravel(), out[0, a : a + 2, b : b + 2].ravel()
+        counts[np.arange(4), [int(np.flatnonzero(before == v)[0]) for v in after]] += 1
+    assert draws > 500
+    np.testing.assert_allclose(counts / draws, 0.25, atol=0.07)  # each source lands on each voxel 1/4 of the time
+
+
+def test_shuffle_matches_the_published_loop_in_distribution():
+    spatial, num, img = (30, 30, 10), 1500, unique_image((30, 30, 10))
+    rng = np.random.default_rng(1)
+
+    def published_loop():
+        out = img.copy()
+        for _ in range(num):
+            s = [rng.integers(1, d // 10 + 1) for d in spatial]
+            a = [rng.integers(0, d - n + 1) for d, n in zip(spatial, s)]
+            box = (0,) + tuple(slice(i, i + n) for i, n in zip(a, s))
+            out[box] = rng.permutation(img[box].ravel()).reshape(s)
+        return out
+
+    t = RandLocalPixelShuffle(prob=1.0, num_windows=num)
+    t.set_random_state(2)
+    moved_ours = [np.mean(t(img) != img) for _ in range(40)]
+    moved_loop = [np.mean(published_loop() != img) for _ in range(40)]
+    assert abs(np.mean(moved_ours) - np.mean(moved_loop)) < 0.01, (np.mean(moved_ours), np.mean(moved_loop))
+
+
+def published_bezier(control, inverted, x):
+    """The published mapping: 100k curve samples in reversed parameter order, x sorted, y sorted unless inverted."""
+    t = np.linspace(0.0, 1.0, 100000)
+    points = np.array([[0, 0], control[0], control[1], [1, 1]], dtype=float)
+    weights = np.stack([t**3, 3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2, (1 - t) ** 3])
+    xs, ys = points[:, 0] @ weights, points[:, 1] @ weights
+    return np.interp(x, np.sort(xs), ys if inverted else np.sort(ys))
+
+
+def test_bezier_is_monotone_with_fixed_ends_and_matches_the_published_curve():
+    ramp = np.linspace(0.0, 1.0, 2001).reshape(1, 1, -1)
+    t = RandBezierIntensity(prob=1.0)
+    t.set_random_state(5)
+    inverted = 0
+    for _ in range(60):
+        out = t(ramp)[0, 0]
+        steps = np.diff(out)
+        if t.inverted:
+            inverted += 1
+            assert (steps <= 1e-12).all() and out[0] == pytest.approx(1.0) and out[-1] == pytest.approx(0.0)
+        else:
+            assert (steps >= -1e-12).all() and out[0] == pytest.approx(0.0) and out[-1] == pytest.approx(1.0)
+        error = np.abs(out - published_bezier(t.control_points, t.inverted, ramp[0, 0]))
+        assert np.median(error) < 1e-5 and error.max() < 1e-2
+    assert 15 < inverted < 45
+
+
+def boxes_mask(spatial, boxes):
+    mask = np.zeros(spatial, dtype=bool)
+    for a, s in boxes:
+        mask[tuple(slice(i, i + n) for i, n in zip(a, s))] = True
+    return mask
+
+
+@pytest.mark.parametrize("spatial", [(32, 32, 24), (42, 35)])
+def test_inpainting_boxes_respect_bounds_and_only_they_change(spatial):
+    img = np.full((1, *spatial), 0.5, dtype=np.float32)
+    t = RandPainting(prob=1.0, inpaint_prob=1.0)
+    t.set_random_state(0)
+    for _ in range(30):
+        out = t(img)
+        assert t.inpaint and len(t.boxes) <= 5
+        for starts, sizes in t.boxes:
+            assert (sizes >= np.array(spatial) // 6).all() and (sizes <= np.array(spatial) // 3).all()
+            assert (starts >= 3).all() and (starts + sizes <= np.array(spatial) - 3).all()
+        inside = boxes_mask(spatial, t.boxes)
+        assert (out[0][~inside] == 0.5).all() and (out[0][inside] != 0.5).all()
+        assert out.min() >= 0 and out.max() < 1
+
+
+@pytest.mark.parametrize("spatial", [(32, 32, 24), (42, 35), (8, 8)])
+def test_outpainting_restores_one_to_five_windows_within_bounds(spatial):
+    img = np.full((1, *spatial), 0.5, dtype=np.float32)
+    t = RandPainting(prob=1.0, inpaint_prob=0.0)
+    t.set_random_state(1)
+    dims = np.array(spatial)
+    for _ in range(30):
+        out = t(img)
+        assert not t.inpaint and 1 <= len(t.boxes) <= 5
+        for starts, sizes in t.boxes:
+            assert (sizes >= dims - 4 * dims // 7).all() and (sizes <= dims - 3 * dims // 7).all()
+            margin = np.minimum(3, (dims - sizes) // 2)
+            assert (starts >= margin).all() and (starts + sizes <= dims - margin).all()
+        inside = boxes_mask(spatial, t.boxes)
+        assert (out[0][inside] == 0.5).all() and (out[0][~inside] != 0.5).all()
+
+
+def test_flip_is_applied_identically_to_input_and_target():
+    img = unique_image((12, 10, 8))
+    only_flip = RandGenesisCorruption(**{**NO_OPS, "flip_prob": 1.0})
+    only_flip.set_random_state(0)
+    full = RandGenesisCorruption(flip_prob=0.7)
+    full.set_random_state(0)
+    seen = set()
+    for _ in range(20):
+        x, y = only_flip(img)
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(y, np.flip(img, tuple(a + 1 for a in only_flip.flip_axes)))
+        _, y = full(img)
+        np.testing.assert_array_equal(y, np.flip(img, tuple(a + 1 for a in full.flip_axes)))
+        seen.add(only_flip.flip_axes)
+    assert len(seen) > 3
+
+
+def test_probabilities_match_the_published_rates():
+    t = RandGenesisCorruption(num_windows=1)
+    t.set_random_state(0)
+    draws = 4000
+    shuffled = bezier = painted = inpainted = inverted = no_flip_draws = empty_inpaint = 0
+    for _ in range(draws):
+        t.randomize((64, 64, 32))
+        shuffled += t.shuffle._do_transform
+        bezier += t.intensity._do_transform
+        inverted += t.intensity._do_transform and t.intensity.inverted
+        painted += t.painting._do_transform
+        inpainted += t.painting._do_transform and t.painting.inpaint
+        empty_inpaint += t.painting._do_transform and t.painting.inpaint and not t.painting.boxes
+    assert shuffled / draws == pytest.approx(0.5, abs=0.03)
+    assert bezier / draws == pytest.approx(0.9, abs=0.02)
+    assert inverted / bezier == pytest.approx(0.5, abs=0.035)
+    assert painted / draws == pytest.approx(0.9, abs=0.02)
+    assert inpainted / painted == pytest.approx(0.2, abs=0.025)
+    assert empty_inpaint / inpainted == pytest.approx(0.05, abs=0.025)
+    for _ in range(draws):
+        t.randomize((64, 64, 32))
+        no_flip_draws += t.flip_axes == ()
+    # no net flip: no flip drawn, or exactly two flips of the same axis (three flips always leave one)
+    assert no_flip_draws / draws == pytest.approx(0.6 + 0.4 * 0.4 * 0.6 / 3, abs=0.025)
+
+
+@pytest.mark.parametrize("spatial", [(24, 24, 16), (40, 30)])
+@pytest.mark.parametrize("kind", ["numpy", "torch", "meta"])
+def test_types_shapes_and_reproducibility(spatial, kind):
+    base = np.random.default_rng(0).random((1, *spatial)).astype(np.float32)
+    img = {"numpy": base, "torch": torch.from_numpy(base), "meta": MetaTensor(torch.from_numpy(base), meta={"x": 1})}[kind]
+    a = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(7)
+    b = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(7)
+    c = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(8)
+    outs = [t({"image": img}) for t in (a, b, c)]
+    for key in ("image", "target"):
+        assert type(outs[0][key]) is type(img) and tuple(outs[0][key].shape) == (1, *spatial)
+        np.testing.assert_array_equal(np.asarray(outs[0][key]), np.asarray(outs[1][key]))
+    assert not np.array_equal(np.asarray(outs[0]["image"]), np.asarray(outs[2]["image"]))
+    if kind == "meta":
+        assert outs[0]["image"].meta["x"] == 1
+    for op in (RandLocalPixelShuffle(prob=1.0), RandBezierIntensity(prob=1.0), RandPainting(prob=1.0)):
+        first = op.set_random_state(3)(img)
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(op.set_random_state(3)(img)))
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(op(img, randomize=False)))  # draws reused
+        assert type(first) is type(img)
+
+
+def test_errors_name_the_transform_key_and_what_was_found():
+    t = RandGenesisCorruptiond(keys="image")
+    with pytest.raises(ValueError, match=r"RandGenesisCorruptiond \(key 'image'\).*\[0, 1\].*\[-0\.5, 1\]"):
+        t({"image": np.linspace(-0.5, 1, 64).reshape(1, 4, 4, 4)})
+    with pytest.raises(ValueError, match=r"RandLocalPixelShuffle.*\(C, H, W\).*\(4, 4\)"):
+        RandLocalPixelShuffle()(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"RandGenesisCorruption.*\(1, 1, 1, 4, 4, 4\)"):
+        RandGenesisCorruption()(np.zeros((1, 1, 1, 4, 4, 4)))
+    with pytest.raises(ValueError, match=r"corrupt_batch.*\(B, C, H, W\)"):
+        RandGenesisCorruption().corrupt_batch(torch.zeros(4, 4, 4))
+    with pytest.raises(ValueError, match=r"corrupt_batch.*found \[0, 2\]"):
+        RandGenesisCorruption().corrupt_batch(torch.linspace(0, 2, 2 * 16).reshape(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="one target_key per key"):
+        RandGenesisCorruptiond(keys=["a", "b"], target_key=["t"])
+
+
+def batch_of(images):
+    return torch.from_numpy(np.stack(images)).float()
+
+
+def test_batch_shuffle_moves_voxels_within_window_reach_and_samples_differ():
+    spatial = (30, 30, 20)
+    img = unique_image(spatial)
+    t = RandGenesisCorruption(**{**NO_OPS, "shuffle_prob": 1.0}).set_random_state(0)
+    x, y = t.corrupt_batch(batch_of([img, img, img]))
+    torch.testing.assert_close(y, batch_of([img] * 3))
+    assert not torch.equal(x[0], x[1])
+    flat = img[0].ravel().astype(np.float32)
+    position = np.argsort(flat)
+    for sample in x.numpy():
+        assert np.isin(sample, flat).all()  # only the input's own values
+        source = position[np.searchsorted(flat[position], sample[0].ravel())]
+        step = np.abs(np.stack(np.unravel_index(source, spatial)) - np.indices(spatial).reshape(3, -1))
+        assert (step < (np.array(spatial) // 10)[:, None]).all() and step.any()
+
+
+def test_batch_bezier_painting_and_flip_properties():
+    spatial = (24, 24, 16)
+    ramp = unique_image(spatial)
+    imgs = batch_of([ramp] * 8)
+    order = np.argsort(ramp.ravel())
+    x, _ = RandGenesisCorruption(**{**NO_OPS, "nonlinear_prob": 1.0}).set_random_state(1).corrupt_batch(imgs)
+    for sample in x.numpy():
+        steps = np.diff(sample.ravel()[order])
+        assert (steps >= -1e-6).all() or (steps <= 1e-6).all()  # a monotone mapping of the input
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3), slice(3, -3))
+    x, _ = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 1.0}).set_random_state(2).corrupt_batch(imgs)
+    border = torch.ones_like(x, dtype=torch.bool)
+    border[inner] = False
+    assert torch.equal(x[border], imgs[border]) and not torch.equal(x, imgs)
+    x, _ = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 0.0}).set_random_state(2).corrupt_batch(imgs)
+    assert (x[border] != imgs[border]).all() and (x == imgs).any(dim=(1, 2, 3, 4)).all()
+    x, y = RandGenesisCorruption(**{**NO_OPS, "flip_prob": 1.0}).set_random_state(3).corrupt_batch(imgs)
+    torch.testing.assert_close(x, y)
+    flips = [imgs[0].flip(dims) for dims in ([], [1], [2], [3], [1, 2], [1, 3], [2, 3], [1, 2, 3])]
+    assert all(any(torch.equal(sample, f) for f in flips) for sample in y)
+
+
+def test_batch_rates_and_reproducibility():
+    imgs = batch_of([unique_image((20, 20), seed=s) for s in range(600)])
+    t = RandGenesisCorruption(**{**NO_OPS, "shuffle_prob": 0.5, "num_windows": 300}).set_random_state(0)
+    changed = (t.corrupt_batch(imgs)[0] != imgs).flatten(1).any(1).float().mean().item()
+    assert changed == pytest.approx(0.5, abs=0.07)
+    t = RandGenesisCorruption(**{**NO_OPS, "nonlinear_prob": 0.9}).set_random_state(0)
+    changed = (t.corrupt_batch(imgs)[0] != imgs).flatten(1).any(1).float().mean().item()
+    assert changed == pytest.approx(0.9, abs=0.04)
+    a = RandGenesisCorruption().set_random_state(4).corrupt_batch(imgs[:4])
+    b = RandGenesisCorruption().set_random_state(4).corrupt_batch(imgs[:4])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

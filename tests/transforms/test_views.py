@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import RandFlip
+from skimage.color import hed2rgb, rgb2hed
+
+from medssl3d.transforms.views import (
+    MultiViewd,
+    RandHEDJitter,
+    RandHEDJitterd,
+    RandRelativeGaussianNoise,
+    RandRelativeGaussianNoised,
+    ct_mri_views_3d,
+    histology_views_2d,
+    xray_views_2d,
+)
+
+
+def _smooth_volume(shape, seed=0):
+    """A smooth positive image (a sum of ramps) so crops at different places differ."""
+    grids = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
+    rng = np.random.RandomState(seed)
+    return (0.2 + 0.6 * sum(rng.rand() * g for g in grids) / len(shape))[None].astype(np.float32)
+
+
+def _he_like(shape=(16, 16), seed=0):
+    """Pink/purple H&E-like RGB pixels, channel-first, in [0, 1]."""
+    rng = np.random.RandomState(seed)
+    base = np.array([0.75, 0.45, 0.7]).reshape((3,) + (1,) * len(shape))
+    return np.clip(base + 0.1 * rng.randn(3, *shape), 0.05, 1.0).astype(np.float32)
+
+
+CHAINS = [
+    (lambda: ct_mri_views_3d((16, 16, 8)), (1, 16, 16, 8)),
+    (lambda: ct_mri_views_3d((16, 16, 8), elastic=False), (1, 16, 16, 8)),
+    (lambda: xray_views_2d((16, 16)), (1, 16, 16)),
+    (lambda: histology_views_2d((16, 16)), (3, 16, 16)),
+]
+
+
+@pytest.mark.parametrize("make_chain, shape", CHAINS)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_views_differ_and_keep_shape(make_chain, shape, as_tensor):
+    img = _he_like(shape[1:]) if shape[0] == 3 else _smooth_volume(shape[1:])
+    img = torch.as_tensor(img) if as_tensor else img
+    out = MultiViewd("image", make_chain(), num_views=3).set_random_state(1)({"image": img})
+    views = [torch.as_tensor(out[f"view_{i}"]) for i in range(3)]
+    assert all(tuple(v.shape) == shape for v in views)
+    assert not torch.allclose(views[0], views[1]) and not torch.allclose(views[1], views[2])
+    assert out["image"] is img
+
+
+@pytest.mark.parametrize("make_chain, shape", CHAINS[1:])
+def test_views_reproducible_with_seed(make_chain, shape):
+    img = _he_like(shape[1:]) if shape[0] == 3 else _smooth_volume(shape[1:])
+    first = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(7)({"image": img})
+    second = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(7)({"image": img})
+    other = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(8)({"image": img})
+    for key in ("a", "b"):
+        assert torch.equal(torch.as_tensor(first[key]), torch.as_tensor(second[key]))
+    assert not torch.allclose(torch.as_tensor(first["a"]), torch.as_tensor(other["a"]))
+
+
+def test_multiview_accepts_a_list_and_leaves_source_metadata_alone():
+    img = MetaTensor(torch.arange(16.0).reshape(1, 4, 4))
+    out = MultiViewd("image", [RandFlip(prob=0.5, spatial_axis=0)], num_views=8).set_random_state(0)({"image": img})
+    flipped = [torch.equal(out[f"view_{i}"], torch.flip(img, dims=[1])) for i in range(8)]
+    assert any(flipped) and not all(flipped)
+    assert len(img.applied_operations) == 0
+
+
+def test_multiview_errors():
+    with pytest.raises(ValueError, match="exactly one key"):
+        MultiViewd(["image", "label"], [RandFlip()])
+    with pytest.raises(ValueError, match="view_keys"):
+        MultiViewd("image", [RandFlip()], num_views=3, view_keys=("a", "b"))
+    with pytest.raises(RuntimeError) as info:
+        MultiViewd("image", [RandHEDJitter()])({"image": np.zeros((1, 8, 8), np.float32)})
+    assert isinstance(info.value.__cause__, ValueError) and "(3, H, W)" in str(info.value.__cause__)
+
+
+def test_views_in_seeded_dataset_pipeline_are_seeded_by_compose():
+    from monai.transforms import Compose
+
+    img = _smooth_volume((16, 16, 8))
+    pipeline = lambda: Compose([MultiViewd("image", ct_mri_views_3d((16, 16, 8)))]).set_random_state(3)  # noqa: E731
+    assert torch.equal(pipeline()({"image": img})["view_1"], pipeline()({"image": img})["view_1"])
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("shape", [(2, 64, 64), (1, 32, 32, 16)])
+def test_relative_noise_std_is_share_of_mean(as_tensor, shape):
+    rng = np.random.RandomState(0)
+    levels = 50 * np.arange(1, shape[0] + 1).reshape((-1,) + (1,) * (len(shape) - 1))
+    img = (rng.rand(*shape) * 100 + levels).astype(np.float32)
+    x = torch.as_tensor(img) if as_tensor else img
+    noisy = RandRelativeGaussianNoise(sigma_range=(0.2, 0.2), prob=1.0).set_random_state(0)(x)
+    assert type(noisy) is type(x) and tuple(noisy.shape) == shape
+    diff = np.asarray(noisy) - img
+    for c in range(shape[0]):
+        expected = 0.2 * np.abs(img[c]).mean()
+        assert abs(diff[c].std() - expected) < 0.03 * expected
+        assert abs(diff[c].mean()) < 0.05 * expected
+    # unlike MONAI's absolute-std noise, ours scales with the image
+    louder = np.asarray(RandRelativeGaussianNoise((0.2, 0.2), 1.0).set_random_state(0)(x * 10))
+    assert np.std(louder - img * 10) > 9 * diff.std()
+
+
+def test_relative_noise_dict_and_prob():
+    img = np.ones((1, 8, 8), np.float32)
+    d = RandRelativeGaussianNoised(["a", "b"], prob=1.0).set_random_state(0)({"a": img, "b": img})
+    assert not np.allclose(d["a"], img) and not np.allclose(d["a"], d["b"])
+    np.testing.assert_array_equal(RandRelativeGaussianNoise(prob=0.0)(img), img)
+    with pytest.raises(ValueError, match="RandRelativeGaussianNoised, key 'a'"):
+        RandRelativeGaussianNoised("a", prob=1.0)({"a": np.ones(4, np.float32)})
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 4)])
+def test_hed_jitter_zero_strength_is_identity(as_tensor, spatial):
+    img = _he_like(spatial)
+    x = torch.as_tensor(img) if as_tensor else img
+    out = RandHEDJitter(alpha=0.0, beta=0.0).set_random_state(0)(x)
+    assert type(out) is type(x)
+    np.testing.assert_allclose(np.asarray(out), img, atol=1e-5)
+    # scikit-image's own round trip clips negative stains and is not the identity on these pixels
+    channel_last = np.moveaxis(img, 0, -1)
+    assert np.abs(hed2rgb(rgb2hed(channel_last)) - channel_last).max() > 0.05
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_hed_jitter_changes_colour_keeps_shape_and_range(as_tensor):
+    img = _he_like((32, 32))
+    x = torch.as_tensor(img) if as_tensor else img
+    out = np.asarray(RandHEDJitter(alpha=0.2, beta=0.2).set_random_state(0)(x))
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.abs(out - img).mean() > 0.01
+    # a stain jitter is a per-pixel colour map: equal input pixels stay equal
+    flat = np.ones((3, 4, 4), np.float32) * np.array([0.7, 0.4, 0.6], np.float32)[:, None, None]
+    jittered = np.asarray(RandHEDJitter(alpha=0.2, beta=0.2).set_random_state(1)(flat))
+    assert np.ptp(jittered.reshape(3, -1), axis=1).max() < 1e-6
+
+
+def test_hed_jitter_seeded_dict_shares_draw_and_checks_input():
+    img = _he_like((8, 8))
+    a = RandHEDJitterd(["x", "y"], alpha=0.1, beta=0.1).set_random_state(5)({"x": img, "y": img})
+    b = RandHEDJitterd(["x", "y"], alpha=0.1, beta=0.1).set_random_state(5)({"x": img, "y": img})
+    np.testing.assert_array_equal(a["x"], b["x"])
+    np.testing.assert_array_equal(a["x"], a["y"])
+    with pytest.raises(ValueError, match="RandHEDJitterd, key 'x'.*\\[0, 1\\]"):
+        RandHEDJitterd("x")({"x": img * 255})
