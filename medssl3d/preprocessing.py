@@ -7,6 +7,7 @@ them, writing each processed volume with MONAI's ``SaveImage``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,12 +100,12 @@ def preprocess_datalist(
     Images are interpolated with ``bilinear``, every other key (labels, masks) with ``nearest``.
     """
     datalist = Path(datalist)
+    with open(datalist) as handle:
+        content = json.load(handle)
     items = []
     for split in splits:
-        try:
+        if content.get(split):  # MONAI's loader fails on absent or empty lists
             items += load_decathlon_datalist(str(datalist), data_list_key=split, base_dir=str(datalist.parent))
-        except ValueError:
-            continue  # the datalist has no such split
     if not items:
         raise ValueError(f"datalist '{datalist}' lists no items under {', '.join(splits)}.")
     settings = {"keys": list(keys)}

@@ -18,7 +18,8 @@ Images are channel-first 2D ``(C, H, W)`` or 3D ``(C, H, W, D)`` with values in 
 torch; outputs keep the input's type. The draws follow the published per-window code (same
 distributions), but local pixel shuffling is vectorised: all windows are drawn at once, each window's
 permutation is a row sort of random keys, and "the last window wins" is resolved with one
-``maximum.at`` over ``(window id, source)`` keys, ~20x faster than the per-window loop.
+``maximum.at`` over ``(window id, source)`` keys: ~30x faster than the per-window loop on one CPU
+thread (``benchmarks/genesis_speed.py``).
 ``RandGenesisCorruption.corrupt_batch`` runs the whole corruption on a ``(B, C, ...)`` tensor on its
 device, each sample with its own draws. MONAI has no such transforms; everything here is ours.
 """
@@ -186,7 +187,7 @@ def _shuffle_windows(
         keys &= ~low
         table = _scratch("table", keys.size, np.uint64).reshape(shape)
         keys |= np.take(plan.key_tables[b], rows, axis=0, out=table, mode="clip")
-        pass
+        keys.sort(axis=1)
         keys &= low
         source = keys.view(np.int64)
         source += corner
@@ -382,7 +383,8 @@ class RandPainting(RandomizableTransform):
         return dim - _floor_frac(dim, self.outpaint_shrink[1]), dim - _floor_frac(dim, self.outpaint_shrink[0])
 
     def _draw_box(self, spatial_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        sizes = np.array([self.R.randint(lo, hi + 1) for lo, hi in (self.size_range(d, self.inpaint) for d in spatial_shape)])
+        ranges = [self.size_range(d, self.inpaint) for d in spatial_shape]
+        sizes = np.array([self.R.randint(lo, hi + 1) for lo, hi in ranges])
         margins = [min(self.border, (d - s) // 2) for d, s in zip(spatial_shape, sizes)]
         starts = np.array([self.R.randint(m, d - s - m + 1) for d, s, m in zip(spatial_shape, sizes, margins)])
         return starts, sizes
@@ -563,7 +565,7 @@ def _corrupt_batch(config: RandGenesisCorruption, images: torch.Tensor) -> tuple
             "RandGenesisCorruption.corrupt_batch: expected (B, C, H, W) or (B, C, H, W, D), "
             f"got shape {tuple(images.shape)}."
         )
-    x = torch.as_tensor(images)
+    x = images.as_subclass(torch.Tensor) if isinstance(images, torch.Tensor) else torch.as_tensor(images)
     if not x.is_floating_point():
         x = x.float()
     low, high = float(x.min()), float(x.max())
@@ -676,4 +678,5 @@ def _paint_batch(x: torch.Tensor, paint: RandPainting, rand) -> torch.Tensor:
         region = region & inside.view(batch, boxes, *[dim if a == axis else 1 for a in range(len(spatial))])
     region = (region & active.view(batch, boxes, *[1] * len(spatial))).any(1, keepdim=True)  # (B, 1, ...)
     noise = rand(*x.shape, dtype=x.dtype)
-    return torch.where(inpaint.view(batch, *[1] * (x.ndim - 1)), torch.where(region, noise, x), torch.where(region, x, noise))
+    painted = torch.where(region, noise, x), torch.where(region, x, noise)
+    return torch.where(inpaint.view(batch, *[1] * (x.ndim - 1)), *painted)

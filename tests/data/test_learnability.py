@@ -20,7 +20,7 @@ def best_threshold_accuracy(values: np.ndarray, labels: np.ndarray) -> float:
     return float(max(accuracy.max(), (1 - accuracy).max()))
 
 
-def held_out_cnn_accuracy(images: np.ndarray, labels: np.ndarray, epochs: int = 60) -> float:
+def held_out_cnn_accuracy(images: np.ndarray, labels: np.ndarray, epochs: int) -> float:
     """Train a 3-layer CNN on the first 70 % (each sample standardised), return accuracy on the rest."""
     torch.manual_seed(0)
     spatial_dims = images.ndim - 2
@@ -73,15 +73,19 @@ def mri_volumes():
 
 
 def histology_tiles():
-    tiles = [synth_histology((48, 48), np.random.default_rng(seed), tissue_class=seed % 2) for seed in range(200)]
-    return np.stack([t.image.transpose(2, 0, 1) for t in tiles]).astype(np.float32), np.arange(200) % 2
+    tiles = [synth_histology((48, 48), np.random.default_rng(seed), tissue_class=seed % 2) for seed in range(120)]
+    return np.stack([t.image.transpose(2, 0, 1) for t in tiles]).astype(np.float32), np.arange(120) % 2
 
 
-@pytest.mark.parametrize("make_samples", [ct_nodule_patches, xray_images, mri_volumes, histology_tiles])
-def test_labels_are_learnable_but_not_given_away_by_global_statistics(make_samples):
+@pytest.mark.parametrize(
+    "make_samples, epochs", [(ct_nodule_patches, 60), (xray_images, 60), (mri_volumes, 40), (histology_tiles, 20)]
+)
+def test_labels_are_learnable_but_not_given_away_by_global_statistics(make_samples, epochs):
     images, labels = make_samples()
     assert 0.35 < labels.mean() < 0.65, "classes should be roughly balanced"
     flat = images.reshape(len(images), -1)
     assert best_threshold_accuracy(flat.mean(1), labels) < 0.7
     assert best_threshold_accuracy(flat.std(1), labels) < 0.7
-    assert held_out_cnn_accuracy(images, labels) >= 0.7
+    accuracy = held_out_cnn_accuracy(images, labels, epochs)
+    print(f"{make_samples.__name__}: held-out CNN accuracy {accuracy:.3f} on {len(labels) - int(0.7 * len(labels))} samples")
+    assert accuracy >= 0.7

@@ -207,7 +207,8 @@ def test_probabilities_match_the_published_rates():
 @pytest.mark.parametrize("kind", ["numpy", "torch", "meta"])
 def test_types_shapes_and_reproducibility(spatial, kind):
     base = np.random.default_rng(0).random((1, *spatial)).astype(np.float32)
-    img = {"numpy": base, "torch": torch.from_numpy(base), "meta": MetaTensor(torch.from_numpy(base), meta={"x": 1})}[kind]
+    tensor = torch.from_numpy(base)
+    img = {"numpy": base, "torch": tensor, "meta": MetaTensor(tensor, meta={"x": 1})}[kind]
     a = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(7)
     b = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(7)
     c = RandGenesisCorruptiond(keys="image", target_key="target", shuffle_prob=1.0).set_random_state(8)
@@ -271,11 +272,13 @@ def test_batch_bezier_painting_and_flip_properties():
         steps = np.diff(sample.ravel()[order])
         assert (steps >= -1e-6).all() or (steps <= 1e-6).all()  # a monotone mapping of the input
     inner = (slice(None), slice(None), slice(3, -3), slice(3, -3), slice(3, -3))
-    x, _ = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 1.0}).set_random_state(2).corrupt_batch(imgs)
+    inpaint = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 1.0}).set_random_state(2)
+    x, _ = inpaint.corrupt_batch(imgs)
     border = torch.ones_like(x, dtype=torch.bool)
     border[inner] = False
     assert torch.equal(x[border], imgs[border]) and not torch.equal(x, imgs)
-    x, _ = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 0.0}).set_random_state(2).corrupt_batch(imgs)
+    outpaint = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 0.0}).set_random_state(2)
+    x, _ = outpaint.corrupt_batch(imgs)
     assert (x[border] != imgs[border]).all() and (x == imgs).any(dim=(1, 2, 3, 4)).all()
     x, y = RandGenesisCorruption(**{**NO_OPS, "flip_prob": 1.0}).set_random_state(3).corrupt_batch(imgs)
     torch.testing.assert_close(x, y)

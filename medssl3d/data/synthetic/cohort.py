@@ -137,7 +137,7 @@ def _write_case(modality: str, name: str, index_class: int, size, spacing, rng, 
         Image.fromarray(radiograph.image).save(root / "images" / f"{name}.png")
         return {"image": f"images/{name}.png", "class": int(radiograph.has_nodule)}, []
     tile = synth_histology(size, rng, tissue_class=index_class)
-    Image.fromarray(tile.image, mode="RGB").save(root / "images" / f"{name}.png")
+    Image.fromarray(tile.image).save(root / "images" / f"{name}.png")
     Image.fromarray(tile.nuclei).save(root / "masks" / f"{name}.png")
     return {"image": f"images/{name}.png", "label": f"masks/{name}.png", "class": tile.tissue_class}, []
 

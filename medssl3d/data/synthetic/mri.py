@@ -18,7 +18,7 @@ from .shapes import grid_mm, smooth_noise
 __all__ = ["MRI_LABELS", "MRIPhantom", "synth_mri"]
 
 MRI_LABELS = {0: "background", 1: "csf", 2: "grey matter", 3: "white matter"}
-TISSUE_INTENSITY = {"scalp": 0.7, "skull": 0.08, "csf": 0.2, "grey": 0.55, "white": 0.85, "lesion": 1.05}
+TISSUE_INTENSITY = {"scalp": 0.7, "skull": 0.08, "csf": 0.2, "grey": 0.55, "white": 0.85, "lesion": 1.25}
 MIN_MRI_SHAPE = (24, 24, 24)
 
 
