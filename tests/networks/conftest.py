@@ -1,0 +1,13 @@
+"""Network tests run single-threaded: their many tiny convolutions are faster on one thread than on
+threads that fight over shared cores (about 10x under load)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
