@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medssl3d.atomic import atomic_path, write_json_atomic
 from medssl3d.prep.integrity import CT_RANGE, check_datalist
+from medssl3d.prep.command import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,16 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
-        return 130
+    return run_command("check_dataset", run, args)
 
 
 if __name__ == "__main__":

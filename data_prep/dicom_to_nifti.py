@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from medssl3d.prep.dicom import convert_dicom_folder, parse_shard
+from medssl3d.prep.command import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,16 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
+    return run_command("dicom_to_nifti", run, args)
 
 
 if __name__ == "__main__":

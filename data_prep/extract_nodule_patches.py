@@ -22,6 +22,7 @@ from medssl3d.atomic import write_json_atomic
 from medssl3d.prep.datalist import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT, make_datalist
 from medssl3d.prep.nodule_patches import candidate_item, check_candidates, extract_series, find_volumes, read_candidates
 from medssl3d.prep.parallel import map_progress
+from medssl3d.prep.command import report_failures, run_command
 
 PROG = "extract_nodule_patches"
 
@@ -54,17 +55,6 @@ def extract(job: tuple) -> list[dict]:
     return extract_series(volume, candidates, output, **options)
 
 
-def report_failures(sources: list, outcomes: list, debug: bool = False) -> int:
-    """Print one line per failed input (naming it); return how many failed. ``debug``: raise the first."""
-    failures = [(source, outcome) for source, outcome in zip(sources, outcomes) if isinstance(outcome, Exception)]
-    for source, error in failures:
-        message = str(error) if str(source) in str(error) else f"{source}: {error}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-    if debug and failures:
-        raise failures[0][1]
-    return len(failures)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}.")
@@ -93,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.labels}: no mask named '{series}' for volume '{volumes[series]}'.")
         tasks.append((volumes[series], group, args.output, {**options, "label_volume": masks[series] if masks else None}))
     results = map_progress(extract, tasks, args.workers, desc=PROG)
-    failed = report_failures([task[0] for task in tasks], results, args.debug)
+    failed = report_failures(PROG, [task[0] for task in tasks], results, args.debug)
     if failed:
         print(f"{PROG}: {failed} of {len(tasks)} volume(s) failed; {datalist_path} not written", file=sys.stderr)
         return 1
@@ -102,18 +92,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(PROG, run, args)
 
 
 if __name__ == "__main__":

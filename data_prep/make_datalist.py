@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from medssl3d.prep.datalist import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT, build_datalist
+from medssl3d.prep.command import run_command
 
 PROG = "make_datalist"
 
@@ -55,18 +56,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(PROG, run, args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from medssl3d.prep.resample import resample_datalist, resample_file
+from medssl3d.prep.command import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,16 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
+    return run_command("resample", run, args)
 
 
 if __name__ == "__main__":

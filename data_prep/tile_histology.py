@@ -22,6 +22,7 @@ from medssl3d.atomic import atomic_path
 from medssl3d.prep.datalist import file_stem
 from medssl3d.prep.histology import tile_slide
 from medssl3d.prep.parallel import map_progress
+from medssl3d.prep.command import report_failures, run_command
 
 PROG = "tile_histology"
 SLIDE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -77,17 +78,6 @@ def tile(job: tuple[Path, Path, dict]) -> list[dict]:
     return tile_slide(slide, output, **options)
 
 
-def report_failures(sources: list, outcomes: list, debug: bool = False) -> int:
-    """Print one line per failed input (naming it); return how many failed. ``debug``: raise the first."""
-    failures = [(source, outcome) for source, outcome in zip(sources, outcomes) if isinstance(outcome, Exception)]
-    for source, error in failures:
-        message = str(error) if str(source) in str(error) else f"{source}: {error}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-    if debug and failures:
-        raise failures[0][1]
-    return len(failures)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}.")
@@ -103,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue,
                    min_saturation=args.min_saturation, normalize=args.normalize, overwrite=args.overwrite)
     results = map_progress(tile, [(slide, args.output, options) for slide in slides], args.workers, desc=PROG)
-    failed = report_failures(slides, results, args.debug)
+    failed = report_failures(PROG, slides, results, args.debug)
     if failed:
         print(f"{PROG}: {failed} of {len(slides)} slide(s) failed; {table} not written", file=sys.stderr)
         return 1
@@ -119,18 +109,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(PROG, run, args)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medssl3d.prep.parallel import map_progress
 from medssl3d.prep.xray import convert_radiograph
+from medssl3d.prep.command import report_failures, run_command
 
 PROG = "xray_to_png"
 
@@ -73,17 +74,6 @@ def convert(job: tuple[Path, Path, dict]) -> Path:
     return convert_radiograph(source, destination, **options)
 
 
-def report_failures(sources: list, outcomes: list, debug: bool = False) -> int:
-    """Print one line per failed input (naming it); return how many failed. ``debug``: raise the first."""
-    failures = [(source, outcome) for source, outcome in zip(sources, outcomes) if isinstance(outcome, Exception)]
-    for source, error in failures:
-        message = str(error) if str(source) in str(error) else f"{source}: {error}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-    if debug and failures:
-        raise failures[0][1]
-    return len(failures)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}.")
@@ -94,23 +84,14 @@ def run(args: argparse.Namespace) -> int:
     options = dict(size=args.size, window=args.window, clahe=args.clahe, clip_limit=args.clip_limit, bits=args.bits,
                    overwrite=args.overwrite)
     outcomes = map_progress(convert, [(s, d, options) for s, d in jobs], args.workers, desc=PROG)
-    failed = report_failures([source for source, _ in jobs], outcomes, args.debug)
+    failed = report_failures(PROG, [source for source, _ in jobs], outcomes, args.debug)
     print(f"{PROG}: wrote {len(jobs) - failed} file(s) to {args.output}; {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are complete, none is half-written.", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(PROG, run, args)
 
 
 if __name__ == "__main__":
