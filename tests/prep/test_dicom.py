@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_series import (
+from .dicom_series import (
     IDENTIFIERS,
     expected_affine_ras,
     rotation,
