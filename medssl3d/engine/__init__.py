@@ -1,0 +1,18 @@
+"""The training workflow every method shares: one step on MONAI's ignite engine, optimizers and warm-up +
+cosine schedules, momentum (EMA) updates, full-state checkpoints with exact resume, encoder export, and
+TensorBoard/console monitoring. ``build_trainer`` assembles them; bundles instantiate it."""
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    TrainingCheckpoint,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    torch_save_atomic,
+)
+from .ema import MomentumUpdate, cosine_momentum
+from .export import EXPORT_FORMAT, INPUT_KEYS, EncoderExport, export_encoder, load_encoder_export, read_encoder_export
+from .monitor import EmbeddingSpread, TrainingMonitor, embedding_spread
+from .optim import OPTIMIZERS, build_optimizer, warmup_cosine_schedule
+from .step import SSLStep, StepEvents, move_to_device
+from .trainer import SSLTrainer, build_trainer

@@ -1,0 +1,175 @@
+"""The pretraining engine: :class:`SSLTrainer` (a MONAI ``Trainer``) and :func:`build_trainer`, which wires a
+method, its data loader and optimiser to the generic step and every handler; bundle YAMLs instantiate it.
+
+Exact resume (replay of the interrupted epoch): an epoch is one pass over the data loader. Each time the
+trainer creates an epoch's data iterator it first snapshots all RNGs (Python, NumPy, torch, CUDA and the
+loader's ``generator``) into ``engine.state.epoch_rng``, which checkpoints store. A resumed run that starts
+inside an epoch restores that snapshot, creates the epoch's iterator and draws -- and discards -- the batches
+already trained on, then restores the RNGs of the checkpoint. The data order, the augmentations drawn from
+those generators and the method's own random draws therefore continue exactly as in the uninterrupted run
+(deterministic CPU settings give identical losses). The cost is loading up to one epoch of batches again.
+The iterator is read for exactly ``epoch_length`` batches and never run into ``StopIteration``, because a
+sampler's draw at exhaustion (``RandomSampler`` draws once more) would happen after the checkpoint at an epoch
+end and could not be replayed. Not covered: MONAI random transforms keep their own ``RandomState``; with
+``num_workers > 0`` MONAI's ``DataLoader`` reseeds them in every worker from the loader's seed each epoch (so
+resume is exact), but with ``num_workers=0`` or ``persistent_workers=True`` their state carries over epochs
+and is not in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence, Sized
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.engines import Trainer
+from torch import nn
+
+from .checkpoint import TrainingCheckpoint, capture_rng_state, restore_rng_state
+from .ema import MomentumUpdate
+from .export import EncoderExport
+from .monitor import TrainingMonitor
+from .step import SSLStep, StepEvents
+
+__all__ = ["SSLTrainer", "build_trainer"]
+
+
+class SSLTrainer(Trainer):
+    """MONAI ``Trainer`` running :class:`~medssl3d.engine.step.SSLStep` for ``max_epochs`` or
+    ``max_iterations`` (exactly one), with the epoch replay described in the module docstring.
+
+    ``engine.network``/``engine.optimizer`` are the step's method and optimiser, as MONAI handlers expect.
+    AMP is the step's business, so MONAI's own ``amp`` flag stays off.
+    """
+
+    def __init__(
+        self,
+        step: SSLStep,
+        train_loader: Iterable,
+        max_epochs: int | None = None,
+        max_iterations: int | None = None,
+        epoch_length: int | None = None,
+        handlers: Sequence = (),
+    ) -> None:
+        if (max_epochs is None) == (max_iterations is None):
+            raise ValueError(
+                f"SSLTrainer: give exactly one of max_epochs and max_iterations, got {max_epochs!r} and {max_iterations!r}."
+            )
+        super().__init__(
+            device=step.device, max_epochs=max_epochs or 1, data_loader=train_loader, epoch_length=epoch_length,
+            iteration_update=step, event_names=[StepEvents], decollate=False, amp=False,
+        )
+        if self.state.epoch_length is None:
+            raise ValueError("SSLTrainer: the data loader has no length; pass epoch_length (iterations per epoch).")
+        if isinstance(train_loader, Sized) and epoch_length not in (None, len(train_loader)):
+            raise ValueError(
+                f"SSLTrainer: an epoch is one pass over the data loader ({len(train_loader)} batches); "
+                f"epoch_length={epoch_length} is only for loaders without a length."
+            )
+        if max_iterations is not None:
+            self.state.max_epochs, self.state.max_iters = None, max_iterations
+        self.step, self.network, self.optimizer = step, step.method, step.optimizer
+        self.state.epoch_rng = None
+        self._register_handlers(handlers)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The data loader's ``torch.Generator`` (shuffling, worker seeds), if it has one."""
+        return getattr(self.data_loader, "generator", None)
+
+    @property
+    def total_iterations(self) -> int:
+        state = self.state
+        return state.max_iters if state.max_iters is not None else state.max_epochs * state.epoch_length
+
+    def _setup_dataloader_iter(self) -> None:
+        """ignite's creation of an epoch's data iterator, after the RNG snapshot, limited to ``epoch_length``."""
+        if self.state.iteration % self.state.epoch_length == 0:  # a fresh epoch, not a resumed one
+            self.state.epoch_rng = capture_rng_state(self.generator)
+        self._dataloader_iter = islice(iter(self.state.dataloader), self.state.epoch_length)
+
+    def _setup_engine(self) -> None:
+        """ignite's data-iterator set-up, plus the replay of the batches already seen in a resumed epoch."""
+        seen = self.state.iteration % self.state.epoch_length
+        if seen == 0:
+            super()._setup_engine()
+            return
+        now = capture_rng_state(self.generator)
+        restore_rng_state(self.state.epoch_rng, self.generator)
+        super()._setup_engine()  # creates the iterator (no new snapshot); ignite counts the epoch from `seen`
+        for _ in range(seen):
+            next(self._dataloader_iter)
+        restore_rng_state(now, self.generator)
+
+
+def build_trainer(
+    method: nn.Module,
+    train_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    output_dir: str | os.PathLike,
+    max_epochs: int | None = None,
+    max_iterations: int | None = None,
+    epoch_length: int | None = None,
+    device: str | torch.device = "cpu",
+    scheduler: Any = None,
+    amp: bool = False,
+    amp_dtype: torch.dtype = torch.float16,
+    grad_accumulation: int = 1,
+    checkpoint_every: int = 1000,
+    n_saved: int | None = None,
+    resume: bool = True,
+    export_metadata: dict | None = None,
+    momentum_base: float | None = None,
+    momentum_final: float = 1.0,
+    log_every: int = 10,
+    spread_key: str | None = "image",
+    spread_every: int = 100,
+    progress_bar: bool = True,
+    handlers: Sequence = (),
+) -> SSLTrainer:
+    """A ready :class:`SSLTrainer` for ``method``; call ``.run()``.
+
+    Output folder: ``checkpoints/checkpoint_<iteration>.pt`` + ``checkpoints/checkpoint_last.pt`` (full
+    state, every ``checkpoint_every`` iterations and at the end; resumed from when ``resume``),
+    ``encoder_<iteration>.pt`` + ``encoder.pt`` (encoder exports with ``export_metadata``, see
+    :mod:`medssl3d.engine.export`) and ``tensorboard/``.
+
+    Args:
+        method: module mapping a batch dict to ``{"loss": ..., "loss/<part>": ...}`` with an ``.encoder``;
+            moved to ``device`` here.
+        train_loader: yields the batch dicts; ``epoch_length`` is needed when it has no length.
+        optimizer: over the method's parameters (see :func:`medssl3d.engine.optim.build_optimizer`).
+        scheduler: LR scheduler stepped once per optimiser step, e.g.
+            :func:`medssl3d.engine.optim.warmup_cosine_schedule` over ``total_iterations // grad_accumulation``.
+        amp, amp_dtype, grad_accumulation: see :class:`~medssl3d.engine.step.SSLStep`.
+        momentum_base, momentum_final: momentum schedule for methods with ``momentum_update`` (MoCo, BYOL);
+            ignored for other methods.
+        log_every: iterations between TensorBoard scalars.
+        spread_key, spread_every: batch key embedded for the collapse statistic (``None``: off), and how often.
+        handlers: further ignite/MONAI handlers, attached last.
+    """
+    output_dir = Path(output_dir)
+    method.to(device)
+    step = SSLStep(method, optimizer, device, scheduler, amp, amp_dtype, grad_accumulation)
+    trainer = SSLTrainer(step, train_loader, max_epochs, max_iterations, epoch_length)
+    if trainer.total_iterations % grad_accumulation:
+        warnings.warn(
+            f"build_trainer: {trainer.total_iterations} iterations are not a multiple of grad_accumulation="
+            f"{grad_accumulation}; the gradients of the last {trainer.total_iterations % grad_accumulation} are not applied."
+        )
+    attached = [
+        TrainingCheckpoint(output_dir / "checkpoints", method, optimizer, scheduler, step.scaler, checkpoint_every,
+                           n_saved, resume, grad_accumulation, trainer.generator),
+        EncoderExport(output_dir, method, checkpoint_every, export_metadata),
+        TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, log_every, spread_key, spread_every,
+                        progress_bar),
+    ]
+    if callable(getattr(method, "momentum_update", None)):
+        attached.append(MomentumUpdate(method, momentum_base, momentum_final))
+    for handler in (*attached, *handlers):
+        handler.attach(trainer)
+    return trainer

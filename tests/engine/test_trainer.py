@@ -1,0 +1,169 @@
+import pickle
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.utils import set_determinism
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medssl3d.engine.checkpoint import load_checkpoint
+from medssl3d.engine.export import load_encoder_export
+from medssl3d.engine.optim import warmup_cosine_schedule
+from medssl3d.engine.trainer import build_trainer
+from medssl3d.networks import build_encoder
+
+
+class DummyMethod(nn.Module):
+    """resnet10 + linear head regressing a target under input noise (uses the global torch RNG), with an EMA
+    copy of the head (a momentum_update like MoCo/BYOL)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = build_encoder("resnet10", 3, 1)
+        self.head = nn.Linear(self.encoder.embedding_dim, 1)
+        self.target_head = nn.Linear(self.encoder.embedding_dim, 1).requires_grad_(False)
+        self.momenta = []
+
+    def forward(self, batch):
+        image = batch["image"] + 0.1 * torch.randn_like(batch["image"])
+        mse = ((self.head(self.encoder.embed(image)) - batch["target"]) ** 2).mean()
+        return {"loss": mse, "loss/mse": mse}
+
+    @torch.no_grad()
+    def momentum_update(self, momentum=0.99):
+        self.momenta.append(momentum)
+        for t, o in zip(self.target_head.parameters(), self.head.parameters()):
+            t.mul_(momentum).add_(o, alpha=1 - momentum)
+
+
+class Kill(Exception):
+    pass
+
+
+def _run(tmp_path, max_epochs=2, kill_at=None, resume=True, checkpoint_every=5, grad_accumulation=2):
+    set_determinism(seed=0)
+    torch.use_deterministic_algorithms(True)
+    generator = torch.Generator().manual_seed(0)
+    data = [{"image": torch.rand(1, 16, 16, 16, generator=generator), "target": torch.rand(1, generator=generator)}
+            for _ in range(8)]
+    loader = DataLoader(data, batch_size=2, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(3))
+    method = DummyMethod()
+    optimizer = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps=1, total_steps=max_epochs * 4 // grad_accumulation)
+    losses = {}
+    trainer = build_trainer(
+        method, loader, optimizer, tmp_path, max_epochs=max_epochs, scheduler=scheduler,
+        grad_accumulation=grad_accumulation, checkpoint_every=checkpoint_every, resume=resume,
+        export_metadata={"patch_size": [16, 16, 16], "spacing": [1.0, 1.0, 1.0], "orientation": "RAS",
+                         "intensity_window": [-1000, 400]},
+        momentum_base=0.9, log_every=1, spread_every=2, progress_bar=False,
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.__setitem__(e.state.iteration, e.state.output))
+    if kill_at is not None:
+        def kill(_):
+            raise Kill
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=kill_at), kill)
+    try:
+        trainer.run()
+    finally:
+        torch.use_deterministic_algorithms(False)
+        set_determinism(seed=None)
+    return trainer, method, losses
+
+
+def test_two_epochs_write_checkpoints_exports_and_tensorboard(tmp_path):
+    trainer, method, losses = _run(tmp_path, checkpoint_every=3)
+    assert sorted(losses) == list(range(1, 9)) and set(losses[1]) == {"loss", "loss/mse"}
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == [
+        "checkpoint_00000003.pt", "checkpoint_00000006.pt", "checkpoint_last.pt"]
+    last = load_checkpoint(checkpoints / "checkpoint_last.pt")
+    assert last["iteration"] == 8 and last["epoch"] == 2 and last["grads"] is None
+    assert set(last["model"]) == set(method.state_dict())  # the EMA head is part of the full state
+    assert last["scheduler"]["last_epoch"] == 4  # one scheduler step per optimiser step (accumulation 2)
+    assert load_checkpoint(checkpoints / "checkpoint_00000003.pt")["grads"] is not None  # mid-window
+    assert sorted(p.name for p in tmp_path.glob("encoder*.pt")) == [
+        "encoder.pt", "encoder_00000003.pt", "encoder_00000006.pt"]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # momentum: BYOL cosine schedule from 0.9 towards 1 at optimiser steps (iterations 2, 4, 6, 8)
+    assert len(method.momenta) == 4 and method.momenta[-1] == pytest.approx(1.0)
+    assert method.momenta == sorted(method.momenta) and method.momenta[0] > 0.9
+    assert 0.0 < trainer.state.embedding_spread < 1.0
+
+    encoder, metadata = load_encoder_export(tmp_path / "encoder.pt", 3, 1, "resnet10")
+    assert metadata["method"] == "DummyMethod" and metadata["patch_size"] == [16, 16, 16]
+    x = torch.rand(2, 1, 16, 16, 16)
+    method.encoder.eval()
+    torch.testing.assert_close(encoder.embed(x), method.encoder.embed(x), rtol=0, atol=0)
+
+
+def test_tensorboard_holds_every_loss_part_the_lr_and_the_spread(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(tmp_path, max_epochs=1)
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss", "loss/mse", "lr", "collapse/embedding_std"} <= tags
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("collapse/embedding_std")] == [2, 4]
+
+
+@pytest.mark.parametrize("kill_at", [4, 5])  # at an epoch end; inside epoch 2 and an accumulation window
+def test_resume_after_a_kill_continues_the_same_loss_curve(tmp_path, kill_at):
+    _, _, uninterrupted = _run(tmp_path / "full")
+    with pytest.raises(Kill):
+        _run(tmp_path / "killed", kill_at=kill_at, checkpoint_every=kill_at)
+    _, _, resumed = _run(tmp_path / "killed", checkpoint_every=kill_at)
+    later = list(range(kill_at + 1, 9))
+    assert sorted(resumed) == later
+    assert [resumed[i] for i in later] == [uninterrupted[i] for i in later]
+    assert len({uninterrupted[i]["loss"] for i in range(1, 9)}) == 8  # the curve is not constant
+
+    _, _, fresh = _run(tmp_path / "killed", resume=False, max_epochs=1)
+    assert sorted(fresh) == [1, 2, 3, 4]  # resume=False starts over
+
+
+def test_corrupt_or_unsafe_checkpoint_gives_a_clear_error(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "checkpoint_last.pt").write_bytes(b"\x80\x02not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt' cannot be loaded safely .*resume=False"):
+        _run(tmp_path)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"format": "x", "payload": Payload()}, checkpoints / "checkpoint_last.pt", pickle_module=pickle)
+    with pytest.raises(ValueError, match="weights_only"):
+        load_checkpoint(checkpoints / "checkpoint_last.pt")
+    torch.save({"format": "something else"}, checkpoints / "checkpoint_last.pt")
+    with pytest.raises(ValueError, match="is not a medssl3d training checkpoint"):
+        load_checkpoint(checkpoints / "checkpoint_last.pt")
+
+
+def test_resume_refuses_a_different_epoch_length(tmp_path):
+    _run(tmp_path, max_epochs=1)
+    set_determinism(seed=0)
+    data = [{"image": torch.rand(1, 16, 16, 16), "target": torch.rand(1)} for _ in range(6)]
+    method = DummyMethod()
+    trainer = build_trainer(method, DataLoader(data, batch_size=2), torch.optim.SGD(method.parameters(), lr=0.1),
+                            tmp_path, max_epochs=2, progress_bar=False)
+    with pytest.raises(ValueError, match="epoch_length 4, this run has 3"):
+        trainer.run()
+
+
+def test_max_iterations_and_argument_errors(tmp_path):
+    method = DummyMethod()
+    data = [{"image": torch.rand(1, 16, 16, 16), "target": torch.rand(1)} for _ in range(4)]
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.01)
+    trainer = build_trainer(method, DataLoader(data, batch_size=2), optimizer, tmp_path, max_iterations=3,
+                            checkpoint_every=10, progress_bar=False, spread_key=None)
+    trainer.run()
+    assert trainer.state.iteration == 3 and load_checkpoint(tmp_path / "checkpoints/checkpoint_last.pt")["iteration"] == 3
+    with pytest.raises(ValueError, match="exactly one of max_epochs and max_iterations"):
+        build_trainer(method, DataLoader(data), optimizer, tmp_path, max_epochs=1, max_iterations=3)
+    with pytest.raises(ValueError, match="unknown metadata keys \\['spacin'\\]"):
+        build_trainer(method, DataLoader(data), optimizer, tmp_path, max_epochs=1, export_metadata={"spacin": 1})
