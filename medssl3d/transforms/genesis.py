@@ -18,7 +18,7 @@ Images are channel-first 2D ``(C, H, W)`` or 3D ``(C, H, W, D)`` with values in 
 torch; outputs keep the input's type. The draws follow the published per-window code (same
 distributions), but local pixel shuffling is vectorised: all windows are drawn at once, each window's
 permutation is a row sort of random keys, and "the last window wins" is resolved with one
-``maximum.at`` over ``(window id, source)`` keys: ~30x faster than the per-window loop on one CPU
+``maximum.at`` over ``(window id, source)`` keys: ~40x faster than the per-window loop on one CPU
 thread (``benchmarks/genesis_speed.py``).
 ``RandGenesisCorruption.corrupt_batch`` runs the whole corruption on a ``(B, C, ...)`` tensor on its
 device, each sample with its own draws. MONAI has no such transforms; everything here is ours.
@@ -86,52 +86,47 @@ def _check_prob(value: float, what: str) -> float:
 class _WindowPlan:
     """Per (image shape, largest window) tables for vectorised window shuffling.
 
-    Windows are grouped into buckets of similar volume (widest <= 1.25x narrowest); a bucket's table holds,
-    for each window shape in it, the flat offsets of its voxels relative to the window corner, padded
-    to the bucket's width (``dest`` pad: ``V``, a scratch slot; ``key`` pad: all ones, sorts last).
+    Window shapes are grouped by volume ``n`` (no padding). For each shape, ``codes`` lists its voxels in
+    raster order as packed local coordinates (``code_bits`` bits in all) and ``offsets`` their flat offsets
+    from the window corner; ``luts`` map a code to its offset (int32 and int64 versions).
     """
 
     def __init__(self, spatial_shape: tuple[int, ...], max_sides: tuple[int, ...]):
+        nd = len(spatial_shape)
         self.volume = int(np.prod(spatial_shape))
-        self.strides = np.array([int(np.prod(spatial_shape[d + 1 :])) for d in range(len(spatial_shape))])
+        self.strides = np.array([int(np.prod(spatial_shape[d + 1 :])) for d in range(nd)])
         self.max_sides = max_sides
+        self.side_strides = np.array([int(np.prod(max_sides[d + 1 :])) for d in range(nd)])
         sides = np.stack(np.meshgrid(*[np.arange(1, s + 1) for s in max_sides], indexing="ij"), -1)
-        sides = sides.reshape(-1, len(max_sides))  # row index == np.ravel_multi_index(sides - 1, max_sides)
-        counts = sides.prod(1)
+        sides = sides.reshape(-1, nd)  # row index == (sides - 1) @ side_strides
         self.offset_bits = max(1, int(((np.array(max_sides) - 1) * self.strides).sum()).bit_length())
-        self.bucket = np.zeros(len(sides), dtype=np.uint8)
-        self.row = np.zeros(len(sides), dtype=np.int64)
-        self.widths: list[int] = []
-        narrowest = 0
-        for n in np.unique(counts):
-            if not self.widths or n > 1.25 * narrowest:
-                narrowest = n
-                self.widths.append(0)
-            members = np.flatnonzero(counts == n)
-            self.bucket[members] = len(self.widths) - 1
-            self.widths[-1] = int(n)
+        axis_bits = np.array([int(s - 1).bit_length() for s in max_sides])
+        code_weights = 1 << np.concatenate([np.cumsum(axis_bits[::-1])[::-1][1:], [0]])
+        self.code_bits = int(axis_bits.sum())
+        local = np.indices(max_sides).reshape(nd, -1).T
+        lut = np.zeros(1 << self.code_bits, dtype=np.int64)
+        lut[local @ code_weights] = local @ self.strides
+        self.luts = {np.dtype(t): lut.astype(t) for t in (np.int32, np.int64)}
+        self.volumes = sides.prod(1)
+        self.widths = [int(n) for n in np.unique(self.volumes)]
         if len(self.widths) > 255:
             raise ValueError(f"RandLocalPixelShuffle: windows up to {max_sides} are too many shapes.")
-        self.dest_tables, self.key_tables = [], []
-        for b, width in enumerate(self.widths):
-            members = np.flatnonzero(self.bucket == b)
+        self.group = np.searchsorted(self.widths, self.volumes).astype(np.uint8)
+        self.row = np.zeros(len(sides), dtype=np.intp)
+        self.codes, self.offsets = [], []
+        for g in range(len(self.widths)):
+            members = np.flatnonzero(self.group == g)
             self.row[members] = np.arange(len(members))
-            dest = np.full((len(members), width), self.volume, dtype=np.int64)
-            for i, shape_id in enumerate(members):
-                offsets = np.indices(sides[shape_id]).reshape(len(max_sides), -1).T @ self.strides
-                dest[i, : len(offsets)] = offsets
-            key = dest.astype(np.uint64)
-            key[dest == self.volume] = np.iinfo(np.uint64).max
-            self.dest_tables.append(dest)
-            self.key_tables.append(key)
+            codes = np.stack([np.indices(sides[m]).reshape(nd, -1).T @ code_weights for m in members])
+            self.codes.append(codes.astype(np.uint32 if self.code_bits <= 12 else np.uint64))
+            self.offsets.append(lut[codes].astype(np.intp))
         self.identity = np.arange(self.volume, dtype=np.int64)
 
     def padded_offsets(self) -> np.ndarray:
         """All window shapes' voxel offsets in one ``(n_shapes, max volume)`` table, ``-1`` as padding."""
-        table = np.full((len(self.bucket), max(self.widths)), -1, dtype=np.int64)
-        for b, dest in enumerate(self.dest_tables):
-            members = np.flatnonzero(self.bucket == b)
-            table[members, : dest.shape[1]] = np.where(dest == self.volume, -1, dest)
+        table = np.full((len(self.group), self.widths[-1]), -1, dtype=np.int64)
+        for g, offsets in enumerate(self.offsets):
+            table[self.group == g, : offsets.shape[1]] = offsets
         return table
 
 
@@ -158,44 +153,70 @@ def _shuffle_windows(
 ) -> np.ndarray:
     """Shuffle windows of ``flat`` (C, V) as the published loop does, in a few vectorised passes.
 
-    Each entry (window k, voxel j) gets a 64-bit sort key: the bits of a uniform float64 in the high part,
-    the source offset in the low ``offset_bits``; sorting a window's keys gives a uniform permutation of
-    its voxels (up to ties of two truncated floats, ~1e-5 pairs per 64x64x32 call). ``maximum.at`` over
-    ``(k + 1) << S | source`` then keeps, for each voxel, the source chosen by the last window covering it.
+    The voxels ("slots") of all windows are laid out window after window, windows of equal volume ``n``
+    side by side as the rows of an ``(count, n)`` array. Each slot gets a sort key: uniform random bits
+    above, the packed local coordinates of its voxel below; sorting a row gives the window's permutation.
+    Keys of a row whose random parts are all distinct sort in a uniformly random order; a row where two
+    random parts coincide (or whose largest equals the next row's smallest; ~0.3 rows per call) is redrawn
+    until they differ. The redraw depends only on the row's set of random parts, so the permutation stays
+    exactly uniform, as in ``np.random.permutation``. Slot ``j`` of window ``k`` then takes the voxel of the ``j``-th sorted key;
+    one ``maximum.at`` over ``(k + 1) << S | source`` keeps, for each voxel, the last window covering it.
     """
     num, volume = len(sizes), plan.volume
-    low = np.uint64((1 << plan.offset_bits) - 1)
-    index_bits = int(volume).bit_length()
+    index_bits = int(volume - 1).bit_length()
     if index_bits + int(num).bit_length() > 62:
         raise ValueError(f"RandLocalPixelShuffle: {num} windows on {volume} voxels overflow the 64-bit keys.")
-    shape_id = np.ravel_multi_index(tuple((sizes - 1).T), plan.max_sides)
-    base = starts @ plan.strides
-    bucket = plan.bucket[shape_id]
-    order = np.argsort(bucket, kind="stable")
-    owner = _scratch("owner", 2 * volume, np.int64)  # [V, 2V) is scratch for padded entries
-    owner[:volume] = plan.identity  # "window 0" keeps every voxel in place
-    stop = 0
-    for b, count in enumerate(np.bincount(bucket, minlength=len(plan.widths))):
-        if count == 0:
-            continue
-        windows = order[stop : stop + count]
-        stop += count
-        rows = plan.row[shape_id[windows]]
-        corner = base[windows, None]
-        shape = (count, plan.widths[b])
-        keys = rng.random(out=_scratch("keys", count * shape[1], np.float64).reshape(shape)).view(np.uint64)
-        keys &= ~low
-        table = _scratch("table", keys.size, np.uint64).reshape(shape)
-        keys |= np.take(plan.key_tables[b], rows, axis=0, out=table, mode="clip")
-        keys.sort(axis=1)
-        keys &= low
-        source = keys.view(np.int64)
-        source += corner
-        source |= ((windows + 1) << index_bits)[:, None]
-        dest = np.take(plan.dest_tables[b], rows, axis=0, out=table.view(np.int64), mode="clip")
-        dest += corner
-        np.maximum.at(owner, dest.ravel(), source.ravel())
-    owner = owner[:volume]
+    value_type = np.int32 if index_bits + int(num).bit_length() <= 31 else np.int64
+    shape_id = (sizes - 1) @ plan.side_strides
+    group = plan.group[shape_id]
+    order = np.argsort(group, kind="stable")  # windows grouped by volume, in drawing order within a group
+    per_group = np.bincount(group, minlength=len(plan.widths))
+    counts = plan.volumes[shape_id[order]]
+    corner = (starts @ plan.strides)[order]
+    rows = plan.row[shape_id[order]]
+    total = int(counts.sum())
+    key_type = plan.codes[0].dtype
+    low = (1 << plan.code_bits) - 1
+    # sort keys: random bits with the low code_bits cleared, OR the slot's code
+    keys = rng.bit_generator.random_raw(total if key_type == np.uint64 else (total + 1) // 2)
+    keys = keys.view(key_type)[:total]
+    keys &= key_type.type(~low & np.iinfo(key_type).max)
+    codes = _scratch("codes", total, key_type)
+    dest = _scratch("dest", total, np.intp)
+    stop = pos = 0
+    for g, count in enumerate(per_group):
+        if count:
+            width, rows_g = plan.widths[g], rows[stop : stop + count]
+            part = slice(pos, pos + count * width)
+            np.take(plan.codes[g], rows_g, axis=0, out=codes[part].reshape(count, width), mode="clip")
+            np.take(plan.offsets[g], rows_g, axis=0, out=dest[part].reshape(count, width), mode="clip")
+            stop, pos = stop + count, pos + count * width
+    keys |= codes
+    pos = 0
+    for g, count in enumerate(per_group):
+        width = plan.widths[g]
+        if count and width > 1:
+            keys[pos : pos + count * width].reshape(count, width).sort(axis=1)
+        pos += count * width
+    # neighbours with equal random parts (XOR <= low): a tie in a row, or (harmless) across a row boundary
+    gaps = np.bitwise_xor(keys[1:], keys[:-1], out=_scratch("gaps", total - 1, key_type))
+    if total > 1 and gaps.min() <= low:
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for tied in np.unique(np.searchsorted(bounds, np.flatnonzero(gaps <= low)[:, None] + [0, 1], "right") - 1):
+            a, b = bounds[tied], bounds[tied + 1]
+            while True:
+                row = rng.bit_generator.random_raw(b - a).astype(key_type) & ~key_type.type(low) | codes[a:b]
+                row.sort()
+                if b - a < 2 or (row[1:] ^ row[:-1]).min() > low:
+                    break
+            keys[a:b] = row
+    keys &= key_type.type(low)
+    values = np.take(plan.luts[np.dtype(value_type)], keys, out=_scratch("values", total, value_type), mode="clip")
+    values += np.repeat((corner + ((order + 1) << index_bits)).astype(value_type), counts)
+    dest += np.repeat(corner.astype(value_type), counts)
+    owner = _scratch("owner", volume, value_type)
+    owner[:] = plan.identity  # voxels no window covers keep their place
+    np.maximum.at(owner, dest, values)
     owner &= (1 << index_bits) - 1
     return np.take(flat, owner, axis=1)
 
@@ -246,7 +267,7 @@ class RandLocalPixelShuffle(RandomizableTransform):
         spatial = tuple(array.shape[1:])
         plan = _window_plan(spatial, self.max_sides(spatial))
         flat = array.reshape(array.shape[0], -1)
-        rng = np.random.default_rng(self._key_seed)
+        rng = np.random.Generator(np.random.SFC64(self._key_seed))
         return _shuffle_windows(flat, plan, self.window_starts, self.window_sizes, rng).reshape(array.shape)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
