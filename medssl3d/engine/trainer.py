@@ -140,7 +140,8 @@ def build_trainer(
 
     Args:
         method: module mapping a batch dict to ``{"loss": ..., "loss/<part>": ...}`` with an ``.encoder``;
-            moved to ``device`` here.
+            moved to ``device`` here. May be wrapped in ``DistributedDataParallel``: the step calls the
+            wrapper (so gradients are synchronised), checkpoints, export and momentum use ``method.module``.
         train_loader: yields the batch dicts; ``epoch_length`` is needed when it has no length.
         optimizer: over the method's parameters (see :func:`medssl3d.engine.optim.build_optimizer`).
         scheduler: LR scheduler stepped once per optimiser step, e.g.
@@ -153,8 +154,10 @@ def build_trainer(
         handlers: further ignite/MONAI handlers, attached last.
     """
     output_dir = Path(output_dir)
+    wrapper = method
+    method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper
     method.to(device)
-    step = SSLStep(method, optimizer, device, scheduler, amp, amp_dtype, grad_accumulation)
+    step = SSLStep(wrapper, optimizer, device, scheduler, amp, amp_dtype, grad_accumulation)
     trainer = SSLTrainer(step, train_loader, max_epochs, max_iterations, epoch_length)
     if trainer.total_iterations % grad_accumulation:
         warnings.warn(

@@ -1,0 +1,124 @@
+"""Run every pretraining bundle end to end with ``python -m monai.bundle run`` on a tiny synthetic cohort.
+
+Each run trains 2 iterations (2 epochs of one batch) on tiny inputs with a ResNet-10 and must leave full-state
+checkpoints, encoder exports that load, and TensorBoard events. The runs are started together, one torch
+thread each, when the module's first test asks for them, so the module takes about as long as its slowest run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from medssl3d.data.synthetic import synthesize_cohort
+from medssl3d.engine import load_checkpoint, load_encoder_export
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+TIMEOUT_S = 240
+TINY = ["--epochs", "2", "--batch_size", "2", "--num_workers", "0", "--cache_rate", "0", "--checkpoint_every", "1",
+        "--log_every", "1", "--encoder", "resnet10"]
+CT_TINY = ["--crop_size", "[32,32,16]", "--min_input_size", "16", "--batch_size", "1", "--crops_per_volume", "2"]
+
+# name: (bundle, cohort, overrides, spatial dims, patch size in the export)
+CASES = {
+    "genesis_ct": ("genesis_ct", "ct", CT_TINY, 3, [32, 32, 16]),
+    "contrastive_ct": ("contrastive_ct", "ct", [*CT_TINY, "--method", "simclr"], 3, [32, 32, 16]),
+    "contrastive_xray": ("contrastive_xray", "xray",
+                         ["--image_size", "64", "--method", "moco", "--method_args", "{queue_size: 64}"], 2, [64, 64]),
+}
+
+
+def _command(bundle: str, dataset_dir: Path, output_dir: Path, overrides: list[str]) -> list[str]:
+    config = BUNDLES / bundle / "configs" / "train.yaml"
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir",
+            str(dataset_dir), "--output_dir", str(output_dir), *TINY, *overrides]
+
+
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cohorts")
+    synthesize_cohort("ct", 3, root / "ct", size=(64, 64, 32), progress=False)
+    synthesize_cohort("xray", 4, root / "xray", size=(64, 64), progress=False)
+    return {"ct": root / "ct", "xray": root / "xray"}
+
+
+@pytest.fixture(scope="module")
+def runs(cohorts, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """Every bundle run (plus one with an unknown method), started at once; value: (process, output dir)."""
+    root = tmp_path_factory.mktemp("runs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    jobs = {name: (bundle, cohort, overrides) for name, (bundle, cohort, overrides, _, _) in CASES.items()}
+    jobs["unknown_method"] = ("contrastive_ct", "ct", [*CT_TINY, "--method", "genesis"])
+    started = {}
+    for name, (bundle, cohort, overrides) in jobs.items():
+        out = root / name / "models"
+        process = subprocess.Popen(_command(bundle, cohorts[cohort], out, overrides), env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started[name] = (process, out)
+    yield started
+    for process, _ in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _finish(process: subprocess.Popen) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bundle_trains_and_exports(runs, name):
+    _, _, _, spatial_dims, patch_size = CASES[name]
+    process, out = runs[name]
+    code, output = _finish(process)
+    assert code == 0, f"{name} failed:\n{output[-4000:]}"
+
+    checkpoints = out / "checkpoints"
+    assert {p.name for p in checkpoints.glob("*.pt")} == {
+        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_last.pt"}
+    assert load_checkpoint(checkpoints / "checkpoint_last.pt")["iteration"] == 2
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    loss_tag = next(tag for tag in scalars.Tags()["scalars"] if tag.endswith("loss"))
+    assert [s.step for s in scalars.Scalars(loss_tag)] == [1, 2]
+
+    encoder, metadata = load_encoder_export(out / "encoder.pt", spatial_dims, 1, "resnet10")
+    assert metadata["patch_size"] == patch_size
+    first, _ = load_encoder_export(out / "encoder_00000001.pt", spatial_dims, 1, "resnet10")
+    final = encoder.state_dict()
+    changed = [k for k, v in first.state_dict().items() if v.is_floating_point() and not torch.equal(v, final[k])]
+    assert changed, "the second iteration left the encoder unchanged"
+    with torch.no_grad():
+        assert encoder.embed(torch.rand(2, 1, *patch_size)).shape == (2, 512)
+
+
+def test_unknown_method_fails_before_training(runs):
+    process, out = runs["unknown_method"]
+    code, output = _finish(process)
+    assert code != 0
+    assert "Unsupported option 'genesis'" in output
+    for known in ("simclr", "moco", "dcl", "simsiam", "vicreg", "byol"):
+        assert known in output
+    assert not out.exists(), "nothing may be written when the configuration is wrong"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_model_zoo_properties(cohorts, tmp_path, name):
+    bundle, cohort, _, _, _ = CASES[name]
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLES / bundle / "configs" / "train.yaml"), workflow_type="train",
+        dataset_dir=str(cohorts[cohort]), output_dir=str(tmp_path / "models"), encoder="resnet10", num_workers=0,
+        cache_rate=0,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.max_epochs == 100
+    assert len(workflow.train_dataset) >= 1
