@@ -13,14 +13,16 @@ channel's mean and standard deviation).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.transforms import RandomizableTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .restoration_target import RandRestorationTargetd
 
 __all__ = ["RandMaskedPatches", "RandMaskedPatchesd", "mask_patches"]
 
@@ -177,7 +179,7 @@ class RandMaskedPatches(RandomizableTransform):
         return convert_to_dst_type(masked[0], img)[0], convert_to_dst_type(mask[0], img, dtype=torch.float32)[0]
 
 
-class RandMaskedPatchesd(Randomizable, MapTransform):
+class RandMaskedPatchesd(RandRestorationTargetd):
     """Dictionary wrapper of :class:`RandMaskedPatches`; every key gets the same mask.
 
     Writes the masked image to each key, the original to its ``target_key`` (one distinct name per key) and the
@@ -197,33 +199,11 @@ class RandMaskedPatchesd(Randomizable, MapTransform):
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ):
-        MapTransform.__init__(self, keys, allow_missing_keys)
+        super().__init__(
+            keys,
+            RandMaskedPatches(patch_size=patch_size, mask_ratio=mask_ratio, fill=fill, prob=prob),
+            target_key,
+            extra_key=mask_key,
+            allow_missing_keys=allow_missing_keys,
+        )
         self.mask_key = mask_key
-        self.target_keys = ensure_tuple_rep(target_key, len(self.keys))
-        if len(set(self.target_keys)) < len(self.keys):
-            raise ValueError(f"RandMaskedPatchesd: give one distinct target_key per key {self.keys}, got {target_key}.")
-        self.masker = RandMaskedPatches(patch_size=patch_size, mask_ratio=mask_ratio, fill=fill, prob=prob)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandMaskedPatchesd:
-        super().set_random_state(seed, state)
-        self.masker.set_random_state(seed, state)
-        return self
-
-    def randomize(self, img_shape: Sequence[int]) -> None:
-        self.masker.randomize(img_shape)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        key = self.first_key(d)
-        if key == ():
-            return d
-        try:
-            self.randomize(d[key].shape)
-            for key, target_key in self.key_iterator(d, self.target_keys):
-                d[target_key] = d[key]
-                d[key], d[self.mask_key] = self.masker(d[key], randomize=False)
-        except ValueError as err:
-            raise ValueError(f"RandMaskedPatchesd, key '{key}': {err}") from err
-        return d

@@ -16,14 +16,16 @@ boxes), hence this module.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.transforms import RandomizableTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .restoration_target import RandRestorationTargetd
 
 __all__ = ["RandPatchSwap", "RandPatchSwapd"]
 
@@ -125,11 +127,11 @@ class RandPatchSwap(RandomizableTransform):
         return convert_to_dst_type(out, img)[0]
 
 
-class RandPatchSwapd(Randomizable, MapTransform):
+class RandPatchSwapd(RandRestorationTargetd):
     """Dictionary wrapper of :class:`RandPatchSwap`; every key gets the same swaps (keys must share one shape).
 
     Writes the swapped image to each key and the original to its ``target_key`` (one distinct name per key). The
-    swapped pairs are in ``self.swapper.pairs``.
+    swapped pairs are in ``self.corruptor.pairs``.
     """
 
     backend = RandPatchSwap.backend
@@ -143,30 +145,9 @@ class RandPatchSwapd(Randomizable, MapTransform):
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.target_keys = ensure_tuple_rep(target_key, len(self.keys))
-        if len(set(self.target_keys)) < len(self.keys):
-            raise ValueError(f"RandPatchSwapd: give one distinct target_key per key {self.keys}, got {target_key}.")
-        self.swapper = RandPatchSwap(patch_size=patch_size, num_swaps=num_swaps, prob=prob)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandPatchSwapd:
-        super().set_random_state(seed, state)
-        self.swapper.set_random_state(seed, state)
-        return self
-
-    def randomize(self, img_shape: Sequence[int]) -> None:
-        self.swapper.randomize(img_shape)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        key = self.first_key(d)
-        if key == ():
-            return d
-        try:
-            self.randomize(d[key].shape)
-            for key, target_key in self.key_iterator(d, self.target_keys):
-                d[target_key] = d[key]
-                d[key] = self.swapper(d[key], randomize=False)
-        except ValueError as err:
-            raise ValueError(f"RandPatchSwapd, key '{key}': {err}") from err
-        return d
+        super().__init__(
+            keys,
+            RandPatchSwap(patch_size=patch_size, num_swaps=num_swaps, prob=prob),
+            target_key,
+            allow_missing_keys=allow_missing_keys,
+        )

@@ -7,14 +7,16 @@ mean and standard deviation. MONAI has no slice-wise dropout (``RandCoarseDropou
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.transforms import RandomizableTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .restoration_target import RandRestorationTargetd
 
 __all__ = ["RandSliceDropout", "RandSliceDropoutd"]
 
@@ -124,7 +126,7 @@ class RandSliceDropout(RandomizableTransform):
         return convert_to_dst_type(out, img)[0], slices
 
 
-class RandSliceDropoutd(Randomizable, MapTransform):
+class RandSliceDropoutd(RandRestorationTargetd):
     """Dictionary wrapper of :class:`RandSliceDropout`; every key loses the same slices (keys share one shape).
 
     Writes the filled image to each key, the original to its ``target_key`` (one distinct name per key) and the
@@ -145,35 +147,11 @@ class RandSliceDropoutd(Randomizable, MapTransform):
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.slices_key = slices_key
-        self.target_keys = ensure_tuple_rep(target_key, len(self.keys))
-        if len(set(self.target_keys)) < len(self.keys):
-            raise ValueError(f"RandSliceDropoutd: give one distinct target_key per key {self.keys}, got {target_key}.")
-        self.dropper = RandSliceDropout(
-            axis=axis, slice_prob=slice_prob, num_slices=num_slices, fill=fill, prob=prob
+        super().__init__(
+            keys,
+            RandSliceDropout(axis=axis, slice_prob=slice_prob, num_slices=num_slices, fill=fill, prob=prob),
+            target_key,
+            extra_key=slices_key,
+            allow_missing_keys=allow_missing_keys,
         )
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandSliceDropoutd:
-        super().set_random_state(seed, state)
-        self.dropper.set_random_state(seed, state)
-        return self
-
-    def randomize(self, img_shape: Sequence[int]) -> None:
-        self.dropper.randomize(img_shape)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        key = self.first_key(d)
-        if key == ():
-            return d
-        try:
-            self.randomize(d[key].shape)
-            for key, target_key in self.key_iterator(d, self.target_keys):
-                d[target_key] = d[key]
-                d[key], d[self.slices_key] = self.dropper(d[key], randomize=False)
-        except ValueError as err:
-            raise ValueError(f"RandSliceDropoutd, key '{key}': {err}") from err
-        return d
+        self.slices_key = slices_key

@@ -78,9 +78,9 @@ def test_dict_shares_swaps_writes_target_and_is_reproducible(as_torch):
     label = img * 10
     t = RandPatchSwapd(keys=("image", "label"), patch_size=4, num_swaps=3, target_key=("target", "label_target"))
     out1 = t.set_random_state(5)({"image": img, "label": label})
-    pairs1 = t.swapper.pairs.copy()
+    pairs1 = t.corruptor.pairs.copy()
     out2 = t.set_random_state(5)({"image": img, "label": label})
-    np.testing.assert_array_equal(pairs1, t.swapper.pairs)
+    np.testing.assert_array_equal(pairs1, t.corruptor.pairs)
     out3 = t.set_random_state(6)({"image": img, "label": label})
     assert out1["target"] is img and out1["label_target"] is label
     np.testing.assert_array_equal(np.asarray(out1["image"]), np.asarray(out2["image"]))
