@@ -20,6 +20,7 @@ from .masking import RandMaskedPatches, RandMaskedPatchesd, mask_patches
 from .patch_swap import RandPatchSwap, RandPatchSwapd
 from .permutations import max_hamming_permutations
 from .position import RandPositionCrop, RandPositionCropd, position_bin
+from .restoration_target import RandRestorationTargetd
 from .rotation import ROTATION_CLASSES, RandRotationPrediction, RandRotationPredictiond, rotate_by_class, rotated_shape
 from .rubik import RUBIK_ROTATION_FLIPS, RandRubikCube, RandRubikCubed
 from .scan_matching import ScanTagd, same_id_matrix, sample_pairs, stable_id
