@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from nibabel.orientations import aff2axcodes
 from monai.data import load_decathlon_datalist
 from monai.transforms import Compose, SaveImage
 from tqdm import tqdm
@@ -77,8 +78,6 @@ class ProcessedCase:
 
 
 def _describe(image: torch.Tensor) -> tuple[tuple[float, ...], str]:
-    from nibabel.orientations import aff2axcodes
-
     affine = np.asarray(image.affine)
     dims = affine.shape[0] - 1
     spacing = tuple(float(s) for s in np.sqrt((affine[:dims, :dims] ** 2).sum(axis=0)))
@@ -114,6 +113,13 @@ def preprocess_datalist(
     transform = load_chain(chain, {**settings, **(overrides or {})})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    savers = {
+        key: SaveImage(
+            output_dir=str(out), output_postfix=key, separate_folder=False, print_log=False,
+            output_dtype=np.float32 if key == "image" else np.uint8, resample=False,
+        )
+        for key in keys
+    }
     cases = []
     for item in tqdm(items, desc=f"preprocess {chain}", disable=not progress):
         missing = [k for k in keys if k not in item]
@@ -123,11 +129,7 @@ def preprocess_datalist(
         name = Path(str(item["image"])).name.split(".")[0]
         outputs, shapes = {}, {}
         for key in keys:
-            saver = SaveImage(
-                output_dir=str(out), output_postfix=key, separate_folder=False, print_log=False,
-                output_dtype=np.float32 if key == "image" else np.uint8, resample=False,
-            )
-            saver(sample[key], meta_data={**sample[key].meta, "filename_or_obj": name})
+            savers[key](sample[key], meta_data={**sample[key].meta, "filename_or_obj": name})
             outputs[key] = out / f"{name}_{key}.nii.gz"
             shapes[key] = tuple(sample[key].shape)
         spacing, orientation = _describe(sample["image"])
