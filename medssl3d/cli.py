@@ -1,4 +1,4 @@
-"""The ``medssl3d`` command: ``synth``, ``preprocess`` and ``demo``.
+"""The ``medssl3d`` command: ``synth``, ``preprocess``, ``demo`` and ``evaluate``.
 
 Errors a user can fix (bad arguments, unwritable folders, sizes too small) print one line and exit with
 status 2; ``--debug`` shows the full traceback instead.
@@ -12,10 +12,6 @@ import time
 from pathlib import Path
 
 __all__ = ["main"]
-
-DEMO_CT_SIZE = (96, 96, 48)
-DEMO_CASES = 4
-
 
 def _add_synth(subparsers) -> None:
     from .data.synthetic import DEFAULT_SIZES, DEFAULT_SPACINGS, MODALITIES
@@ -91,31 +87,15 @@ def _run_preprocess(args) -> None:
 
 
 def _add_demo(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="the built-in default job: synthesize a small CT cohort and run the CT preprocessing chain",
-        description="Synthesize a small chest-CT cohort (int16 HU, LPS, anisotropic spacing) and pass it "
-        "through the reference CT preprocessing chain (configs/preprocessing/ct.yaml).",
-    )
-    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
-    parser.add_argument("--n", type=int, default=DEMO_CASES, help=f"number of CT cases (default {DEMO_CASES})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=_run_demo)
+    from .demo import add_parser
+
+    add_parser(subparsers)
 
 
-def _run_demo(args) -> None:
-    from .data.synthetic import synthesize_cohort
-    from .preprocessing import preprocess_datalist
+def _add_evaluate(subparsers) -> None:
+    from .evaluation.command import add_parser
 
-    start = time.perf_counter()
-    datalist = synthesize_cohort("ct", args.n, args.out / "synthetic_ct", DEMO_CT_SIZE, seed=args.seed, overwrite=True)
-    print(f"1/2 synthesized {args.n} chest CTs ({'x'.join(map(str, DEMO_CT_SIZE))} voxels, 0.7x0.7x2.5 mm, "
-          f"LPS, int16 HU) and {datalist}")
-    cases = preprocess_datalist("ct", datalist, args.out / "preprocessed_ct", keys=("image", "label"))
-    print("2/2 CT preprocessing chain (RAS, 1x1x2 mm, body crop, Models-Genesis window [-1000, 1000] HU -> [0, 1]):")
-    _print_cases(cases)
-    print(f"done in {time.perf_counter() - start:.1f} s. Self-supervised pretraining on these volumes is the "
-          "next step of medssl3d and is not part of this demo yet.")
+    add_parser(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(subparsers)
     _add_preprocess(subparsers)
     _add_demo(subparsers)
+    _add_evaluate(subparsers)
     return parser
 
 

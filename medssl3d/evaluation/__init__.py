@@ -1,0 +1,41 @@
+"""Evaluation of pretrained encoders: frozen features, kNN, linear/MLP probes, fine-tuning, label-fraction
+sweeps, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM) and a markdown/JSON report.
+
+All arrays are numpy; ``labels`` are int class indices ``0..C-1``; ``probs`` are ``(N, C)`` rows summing to 1.
+"""
+
+from .features import extract_features
+from .finetune import (
+    RepeatFactorSampler,
+    fine_tune_classifier,
+    predict_proba,
+    repeat_factors,
+)
+from .fractions import kfold_splits, nested_label_fractions
+from .knn import knn_classify
+from .metrics import classification_metrics, representation_quality
+from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
+from .probes import linear_probe, mlp_probe
+from .report import markdown_table, write_report
+from .summary import summarize_runs
+
+__all__ = [
+    "RepeatFactorSampler",
+    "classification_metrics",
+    "extract_features",
+    "fine_tune_classifier",
+    "gradcam_overlays",
+    "kfold_splits",
+    "knn_classify",
+    "linear_probe",
+    "markdown_table",
+    "mlp_probe",
+    "nested_label_fractions",
+    "plot_label_fraction_curves",
+    "plot_tsne",
+    "predict_proba",
+    "repeat_factors",
+    "representation_quality",
+    "summarize_runs",
+    "write_report",
+]
