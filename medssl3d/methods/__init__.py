@@ -16,7 +16,7 @@ from .genesis import ModelsGenesis
 from .jigsaw import JigsawPuzzle, PatchSetClassification, RelativePatchLocation
 from .masked import MaskedImageModeling
 from .moco import MoCo
-from .multitask import MultiTask
+from .multitask import MultiTask, build_multitask
 from .patch_swap import ContextRestoration
 from .position import AnatomicalPosition
 from .restoration import RestorationMethod
@@ -78,4 +78,5 @@ __all__ = [
     "TwoViewMethod",
     "VICReg",
     "build_method",
+    "build_multitask",
 ]

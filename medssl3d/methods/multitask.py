@@ -9,15 +9,17 @@ Geometry and Semantics", CVPR 2018, eq. 7 in the log-variance form of their impl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from medssl3d.networks import Encoder
+
 from .base import SSLMethod
 
-__all__ = ["MultiTask"]
+__all__ = ["MultiTask", "build_multitask"]
 
 
 class MultiTask(SSLMethod):
@@ -74,6 +76,11 @@ class MultiTask(SSLMethod):
         """Every key any of the methods reads."""
         return {key: producer for method in self.methods.values() for key, producer in method.batch_keys().items()}
 
+    def check_input_size(self, spatial_shape: Sequence[int], what: str = "images") -> None:
+        """Every method's :meth:`~medssl3d.methods.base.SSLMethod.check_input_size`: the strictest one decides."""
+        for method in self.methods.values():
+            method.check_input_size(spatial_shape, what)
+
     def task_weights(self) -> dict[str, float]:
         """The current weight of each method's loss: ``w_i``, or ``exp(-s_i)`` with uncertainty weighting."""
         if self.log_vars is None:
@@ -100,3 +107,58 @@ class MultiTask(SSLMethod):
         for method in self.methods.values():
             if callable(getattr(method, "momentum_update", None)):
                 method.momentum_update(momentum)
+
+
+def build_multitask(
+    tasks: Sequence[str],
+    encoder: Encoder,
+    weighting: str = "fixed",
+    weights: Mapping[str, float] | None = None,
+    method_args: Mapping[str, Mapping[str, Any]] | None = None,
+) -> MultiTask:
+    """A :class:`MultiTask` of the registered methods named in ``tasks``, all built on the one ``encoder``.
+
+    For bundle YAMLs, where a list of names is easier to override than a dict of modules: dropping a name
+    from ``tasks`` is the drop-one ablation.
+
+    Args:
+        tasks: method names of :data:`medssl3d.methods.METHODS`, e.g. ``["genesis", "rotation", "simclr"]``;
+            each once.
+        encoder: the shared encoder (:func:`~medssl3d.networks.build_encoder`).
+        weighting, weights: as :class:`MultiTask`.
+        method_args: ``{task: keyword arguments of its method class}``, e.g. the batch keys its transform
+            writes (``{"rotation": {"image_key": "rotation_image"}}``); tasks not named get the defaults.
+
+    Raises a ValueError before anything is trained for an unknown task (listing the registered methods) and
+    when two tasks read one batch key that different transforms write (e.g. ``image`` of Models Genesis and
+    of rotation prediction): one transform would overwrite the other's output.
+    """
+    from . import METHODS, build_method  # the registry imports this module
+
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not tasks:
+        raise ValueError(f"build_multitask: tasks must name at least one method of {sorted(METHODS)}, got none.")
+    unknown = [task for task in tasks if task not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"build_multitask: unknown task(s) {unknown}; registered methods: {', '.join(sorted(METHODS))}."
+        )
+    repeated = sorted({task for task in tasks if tasks.count(task) > 1})
+    if repeated:
+        raise ValueError(f"build_multitask: tasks {repeated} are listed more than once in {tasks}.")
+    method_args = dict(method_args or {})
+    stray = sorted(set(method_args) - set(tasks))
+    if stray:
+        raise ValueError(f"build_multitask: method_args name {stray}, which are not among the tasks {tasks}.")
+    methods = {task: build_method(task, encoder, **dict(method_args.get(task) or {})) for task in tasks}
+    readers: dict[str, tuple[str, str]] = {}  # batch key -> (first task reading it, its producer)
+    for task, method in methods.items():
+        for key, producer in method.batch_keys().items():
+            first, first_producer = readers.setdefault(key, (task, producer))
+            if first_producer != producer:
+                raise ValueError(
+                    f"build_multitask: tasks {first!r} and {task!r} both read batch key {key!r}, written by "
+                    f"{first_producer} and by {producer}; give one of them its own key names in method_args "
+                    f"(e.g. {{{task!r}: {{'image_key': '{task}_image'}}}}) and write them with its transform."
+                )
+    return MultiTask(methods, weighting, weights)
