@@ -63,6 +63,12 @@ class TwoViewMethod(SSLMethod):
                 f"{type(self).__name__}: views '{self.first_view_key}' and '{self.second_view_key}' must have one "
                 f"shape (B, C, *spatial); got {tuple(x1.shape)} and {tuple(x2.shape)}."
             )
+        if self.training and x1.shape[0] < 2:
+            raise ValueError(
+                f"{type(self).__name__}: a training batch needs at least 2 images per process (the projection "
+                f"head's batch norm and the loss compare images within the batch); got {x1.shape[0]}. Raise "
+                "batch_size (per process under torchrun) or crops_per_volume."
+            )
         return x1, x2
 
     def project(self, x: Tensor) -> Tensor:

@@ -119,3 +119,14 @@ def test_view_keys_and_errors(smooth_volume):
         build("simclr", view_keys="view_")
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
         build("byol", momentum=1.5)
+
+
+@pytest.mark.parametrize("name", ["simclr", "vicreg"])
+def test_a_training_batch_of_one_image_is_refused_clearly(smooth_volume, name):
+    batch = two_views(smooth_volume)
+    method = build(name)
+    single = {key: value[:1] for key, value in batch.items()}
+    with pytest.raises(ValueError, match="needs at least 2 images per process.*got 1"):
+        method(single)
+    method.eval()  # the check is for training only: evaluation may embed single images
+    assert method.project(single["view_0"]).shape[0] == 1
