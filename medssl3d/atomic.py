@@ -17,6 +17,13 @@ from typing import Any
 __all__ = ["atomic_path", "write_json_atomic"]
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(destination: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; on success rename it to ``destination``.
@@ -40,6 +47,7 @@ def atomic_path(destination: str | os.PathLike, overwrite: bool = True) -> Itera
     temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(temporary, destination)
     except BaseException:
         temporary.unlink(missing_ok=True)

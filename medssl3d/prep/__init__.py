@@ -39,6 +39,14 @@ from .histology import (
     tile_slide,
 )
 from .integrity import CT_RANGE, IntegrityReport, Issue, check_datalist, check_item
+from .medmnist import (
+    MEDMNIST_FRACTIONS,
+    MEDMNIST_SPLITS,
+    convert_medmnist,
+    load_medmnist,
+    medmnist_datalist,
+    read_medmnist,
+)
 from .nodule_patches import (
     VOLUME_SUFFIXES,
     Candidate,
