@@ -6,9 +6,13 @@ from .checkpoint import (
     CHECKPOINT_FORMAT,
     TrainingCheckpoint,
     capture_rng_state,
+    is_main_process,
     load_checkpoint,
+    remove_partial_files,
     restore_rng_state,
+    safe_torch_load,
     torch_save_atomic,
+    transform_random_states,
 )
 from .ema import MomentumUpdate, cosine_momentum
 from .export import EXPORT_FORMAT, INPUT_KEYS, EncoderExport, export_encoder, load_encoder_export, read_encoder_export

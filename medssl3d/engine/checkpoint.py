@@ -3,80 +3,206 @@
 A checkpoint is one ``torch.save`` file holding plain tensors, numbers, strings, lists and dicts only, so it
 loads with ``torch.load(weights_only=True)`` (no code runs while reading it):
 
-``{"format", "iteration", "epoch", "epoch_length", "model", "optimizer", "scheduler", "scaler", "grads",
-"rng", "epoch_rng"}`` -- ``model`` is the method's ``state_dict`` (target encoders and queues of MoCo/BYOL
-are submodules/buffers, so they are in it), ``grads`` the gradients of an unfinished accumulation window
-(``None`` otherwise), ``rng`` the Python/NumPy/torch/CUDA generators and the data loader's generator at the
-checkpoint, ``epoch_rng`` the same at the start of the current epoch (used to replay the epoch's data order,
-see :class:`medssl3d.engine.trainer.SSLTrainer`).
+``{"format", "method", "encoder", "iteration", "epoch", "epoch_length", "model", "optimizer", "scheduler",
+"scaler", "grads", "rng", "epoch_rng"}`` -- ``method``/``encoder`` name the method class and encoder
+architecture (a resume with another one is refused), ``model`` is the method's ``state_dict`` (target encoders
+and queues of MoCo/BYOL are submodules/buffers, so they are in it), ``grads`` the gradients of an unfinished
+accumulation window (``None`` otherwise), ``rng`` the Python/NumPy/torch/CUDA generators, the data loader's
+generator and the ``RandomState`` of every random transform of its dataset at the checkpoint, ``epoch_rng``
+the same at the start of the current epoch (used to replay the epoch's data order, see
+:class:`medssl3d.engine.trainer.SSLTrainer`).
+
+Under DDP only rank 0 writes; every rank reads ``checkpoint_last.pt`` on resume, after checking that all of
+them see the same file (the output folder must be shared by all nodes).
 
 Why not MONAI's ``CheckpointSaver``/``CheckpointLoader``: they save ``state_dict()`` of given objects through
 ignite's ``Checkpoint``, which has no place for the RNG states, the epoch-start RNG snapshot and pending
-gradients that an exact resume needs, and does not give a clear message for a corrupt file. Files are
-written with :func:`medssl3d.atomic.atomic_path` (temporary file + rename), so a kill never leaves a partial
-``checkpoint_last.pt``.
+gradients that an exact resume needs, and does not give a clear message for a corrupt file. Files are written
+to a temporary ``.<name>.<random>.partial`` beside the destination, synced and renamed over it, so a kill never
+leaves a partial ``*.pt`` (not :func:`medssl3d.atomic.atomic_path`, whose temporary keeps the ``.pt`` suffix);
+the ``.partial`` left by a kill are removed when training starts again.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+import tempfile
+import types
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
+from monai.transforms import Randomizable
 from torch import nn
 
-from medssl3d.atomic import atomic_path
+from medssl3d.losses.gather import rank_and_world_size
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "TrainingCheckpoint",
     "capture_rng_state",
+    "is_main_process",
     "load_checkpoint",
+    "remove_partial_files",
     "restore_rng_state",
+    "safe_torch_load",
     "torch_save_atomic",
+    "transform_random_states",
 ]
 
 CHECKPOINT_FORMAT = "medssl3d-training-checkpoint-v1"
 _KEYS = ("iteration", "epoch", "epoch_length", "model", "optimizer", "scheduler", "scaler", "grads", "rng", "epoch_rng")
+_PARTIAL = ".partial"
+
+
+def is_main_process() -> bool:
+    """True on DDP rank 0 and when no process group is initialised: the process that writes files."""
+    return rank_and_world_size()[0] == 0
+
+
+@contextmanager
+def _partial_path(destination: Path) -> Iterator[Path]:
+    """A temporary ``.<name>.<random>.partial`` beside ``destination``, renamed over it when the block succeeds."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=_PARTIAL, dir=destination.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through a synced temporary file renamed over it."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+    """``torch.save(obj)`` to ``path`` through a synced temporary ``.partial`` file renamed over it."""
+    with _partial_path(Path(path)) as temporary, open(temporary, "wb") as handle:
         torch.save(obj, handle)
         handle.flush()
         os.fsync(handle.fileno())
     return Path(path)
 
 
-def capture_rng_state(generator: torch.Generator | None = None) -> dict:
-    """States of Python ``random``, NumPy's global generator, torch (CPU and every CUDA device) and
-    ``generator`` (e.g. a DataLoader's), as tensors/ints/floats that ``weights_only`` loading accepts."""
+def remove_partial_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary ``.<name>.pt.<random>.partial`` files that killed writers left in ``directory``."""
+    stale = sorted(Path(directory).glob(f".*.pt.*{_PARTIAL}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def safe_torch_load(path: str | os.PathLike, what: str, advice: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; any failure becomes one ValueError naming ``what`` and the
+    file, saying whether it is truncated/corrupt or holds pickled Python objects, and ending with ``advice``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} '{path}' does not exist. {advice}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        message = str(exc)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if refused:
+            raise ValueError(
+                f"{what} '{path}' holds a pickled Python object ({refused.group(1)}) that safe loading "
+                "(weights_only=True) refuses, since unpickling it could run arbitrary code; medssl3d files hold only "
+                f"tensors, numbers, strings, lists and dicts. {advice}"
+            ) from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)  # torch's own text suggests unsafe loading
+        reason = detail.group(1) if detail else (message.strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.strip().split(". ")[0].rstrip(".")  # the first sentence
+        raise ValueError(
+            f"{what} '{path}' cannot be read: the file is truncated, corrupt or not written by torch.save "
+            f"({type(exc).__name__}: {reason}). {advice}"
+        ) from exc
+
+
+_LEAVES = (torch.Tensor, np.ndarray, str, bytes, int, float, complex, type, types.ModuleType, types.FunctionType)
+_SHARED_STATE = "monai.transforms.Randomizable.R"  # the class-level RandomState of never-seeded MONAI transforms
+
+
+def transform_random_states(root: Any) -> dict[str, np.random.RandomState]:
+    """Every ``numpy.random.RandomState`` reachable from ``root`` (e.g. a dataset) through object attributes,
+    lists, tuples and dict values, keyed by its path (``"transform.transforms.8.R"``: the ``.R`` of MONAI random
+    transforms), each object once; plus MONAI's class-level ``Randomizable.R``, used by transforms never seeded.
+    Tensors and arrays (cached data) are not searched.
+
+    Paths, not positions, identify the states because some transforms create theirs on first use (MONAI's
+    ``RandSpatialCropSamplesd`` reseeds its inner cropper from its own ``R`` on each call), so a pipeline that has
+    run holds more states than a fresh one."""
+    found, seen, stack = {_SHARED_STATE: Randomizable.R}, set(), [("", root)]
+    while stack:
+        path, obj = stack.pop()
+        if obj is None or isinstance(obj, _LEAVES) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.random.RandomState):
+            found[path] = obj
+            continue
+        if isinstance(obj, dict):
+            items = list(obj.items())
+        elif isinstance(obj, (list, tuple)):
+            items = list(enumerate(obj))
+        elif hasattr(obj, "__dict__"):
+            items = list(vars(obj).items())
+        else:
+            continue
+        stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in reversed(items))
+    return found
+
+
+def _loader_sources(data_loader: Any) -> tuple[torch.Generator | None, dict[str, np.random.RandomState]]:
+    """The data loader's ``torch.Generator`` (shuffling, worker seeds) and its dataset's transform RandomStates."""
+    return getattr(data_loader, "generator", None), transform_random_states(getattr(data_loader, "dataset", None))
+
+
+def capture_rng_state(data_loader: Any = None) -> dict:
+    """States of Python ``random``, NumPy's global generator, torch (CPU and every CUDA device), the data loader's
+    ``generator`` and the ``RandomState`` of each random transform of its dataset (by path, see
+    :func:`transform_random_states`), as tensors/ints/floats/strings that ``weights_only`` loading accepts.
+
+    The transforms' states matter with ``num_workers=0``, where the transforms run in this process and carry
+    their state across epochs; worker processes reseed them each epoch from the loader's generator instead.
+    """
+    generator, transforms = _loader_sources(data_loader)
     version, internal, gauss = random.getstate()
-    _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "gauss": float(cached)},
+        "numpy": _numpy_state(np.random.get_state(legacy=True)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generator": None if generator is None else generator.get_state(),
+        "transforms": {path: _numpy_state(r.get_state(legacy=True)) for path, r in transforms.items()},
     }
 
 
-def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    """Set every generator captured by :func:`capture_rng_state` back to ``state``."""
+def _numpy_state(state: tuple) -> dict:
+    _, key, pos, has_gauss, cached = state
+    return {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "gauss": float(cached)}
+
+
+def _numpy_tuple(state: dict) -> tuple:
+    return "MT19937", state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"]
+
+
+def restore_rng_state(state: dict, data_loader: Any = None) -> None:
+    """Set every generator captured by :func:`capture_rng_state` back to ``state``. A transform state saved
+    under a path this dataset lacks (one created on first use) is skipped, as is one present here but not saved."""
+    generator, transforms = _loader_sources(data_loader)
     python = state["python"]
     random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
-    numpy = state["numpy"]
-    np.random.set_state(("MT19937", numpy["key"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
-                         numpy["gauss"]))
+    np.random.set_state(_numpy_tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         if torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
@@ -85,33 +211,49 @@ def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> 
             warnings.warn(f"RNG states of {len(state['cuda'])} CUDA devices saved; they are not restored here.")
     if generator is not None and state["generator"] is not None:
         generator.set_state(state["generator"])
+    saved = state.get("transforms", {})
+    for path, random_state in transforms.items():
+        if path in saved:
+            random_state.set_state(_numpy_tuple(saved[path]))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a training checkpoint safely (``weights_only=True``); a ValueError names the file and the problem."""
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"Training checkpoint '{path}' cannot be loaded safely ({type(exc).__name__}: {reason}). The file is "
-            "truncated/corrupt or holds objects that weights_only loading refuses; delete it or train with "
-            "resume=False."
-        ) from exc
+    advice = "Delete it, or train with resume=False (bundles: --resume false) or another output folder."
+    data = safe_torch_load(path, "Training checkpoint", advice)
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"'{path}' is not a medssl3d training checkpoint: expected format "
-                         f"{CHECKPOINT_FORMAT!r}, found {found!r}.")
+                         f"{CHECKPOINT_FORMAT!r}, found {found!r}. {advice}")
     missing = [key for key in _KEYS if key not in data]
     if missing:
-        raise ValueError(f"Training checkpoint '{path}' lacks entries {missing}.")
+        raise ValueError(f"Training checkpoint '{path}' lacks entries {missing}. {advice}")
     return data
+
+
+def _identity(method: nn.Module) -> dict[str, str | None]:
+    """The method class and encoder architecture that a checkpoint records."""
+    return {"method": type(method).__name__, "encoder": getattr(getattr(method, "encoder", None), "name", None)}
+
+
+def _state_dict_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
+    """A short description of how ``state_dict`` differs from ``module``'s (empty when it fits)."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in own]
+    shapes = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}" for key in own
+              if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs method)", shapes)):
+        if items:
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}")
+    return "; ".join(parts)
 
 
 class TrainingCheckpoint:
     """Ignite handler writing ``checkpoint_<iteration>.pt`` every ``every`` iterations and ``checkpoint_last.pt``
     (updated with each of them and at the end of training), and resuming from ``checkpoint_last.pt`` at start.
+    Under DDP only rank 0 writes and every rank resumes.
 
     Args:
         directory: output folder of the checkpoints.
@@ -121,7 +263,8 @@ class TrainingCheckpoint:
         n_saved: periodic checkpoints to keep (oldest deleted first); ``None`` keeps all.
         resume: load ``checkpoint_last.pt`` when the engine starts, if it exists.
         grad_accumulation: the step's accumulation window; gradients of an unfinished window are saved.
-        generator: the data loader's ``torch.Generator`` whose state is saved with the others, if any.
+        data_loader: the training loader, whose generator and transform random states are saved with the
+            other RNGs (see :func:`capture_rng_state`), if any.
     """
 
     def __init__(
@@ -135,7 +278,7 @@ class TrainingCheckpoint:
         n_saved: int | None = None,
         resume: bool = True,
         grad_accumulation: int = 1,
-        generator: torch.Generator | None = None,
+        data_loader: Iterable | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"TrainingCheckpoint: every must be a positive int, got {every!r}.")
@@ -145,7 +288,7 @@ class TrainingCheckpoint:
         self.method, self.optimizer, self.scheduler, self.scaler = method, optimizer, scheduler, scaler
         self.every, self.n_saved, self.resume = every, n_saved, resume
         self.grad_accumulation = grad_accumulation
-        self.generator = generator
+        self.data_loader = data_loader
         self._saved_iteration: int | None = None
 
     @property
@@ -156,8 +299,7 @@ class TrainingCheckpoint:
         return self.directory / f"checkpoint_{iteration:08d}.pt"
 
     def attach(self, engine: Engine) -> None:
-        if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.STARTED, self.start)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save_last)
 
@@ -166,6 +308,7 @@ class TrainingCheckpoint:
         pending = state.iteration % self.grad_accumulation != 0
         return {
             "format": CHECKPOINT_FORMAT,
+            **_identity(self.method),
             "iteration": state.iteration,
             "epoch": state.epoch,
             "epoch_length": state.epoch_length,
@@ -174,56 +317,95 @@ class TrainingCheckpoint:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "grads": [p.grad for p in self.method.parameters()] if pending else None,
-            "rng": capture_rng_state(self.generator),
+            "rng": capture_rng_state(self.data_loader),
             "epoch_rng": getattr(state, "epoch_rng", None),
         }
 
     def save(self, engine: Engine) -> None:
-        """Write the periodic checkpoint, point ``checkpoint_last.pt`` at it, drop the oldest beyond ``n_saved``."""
+        """Write the periodic checkpoint, point ``checkpoint_last.pt`` at it, drop the oldest beyond ``n_saved``
+        (rank 0 only)."""
+        self._saved_iteration = engine.state.iteration
+        if not is_main_process():
+            return
         path = torch_save_atomic(self.state_dict(engine), self.path_for(engine.state.iteration))
-        with atomic_path(self.last_path) as temporary:  # a hard link costs no second write; copy where refused
+        with _partial_path(self.last_path) as temporary:  # a hard link costs no second write; copy where refused
             temporary.unlink()
             try:
                 os.link(path, temporary)
             except OSError:
                 shutil.copyfile(path, temporary)
-        self._saved_iteration = engine.state.iteration
         if self.n_saved is not None:
             for old in sorted(self.directory.glob("checkpoint_[0-9]*.pt"))[: -self.n_saved]:
                 old.unlink()
 
     def save_last(self, engine: Engine) -> None:
-        """Write ``checkpoint_last.pt`` unless the periodic save of this iteration already did."""
+        """Write ``checkpoint_last.pt`` unless the periodic save of this iteration already did (rank 0 only)."""
         if self._saved_iteration != engine.state.iteration:
-            torch_save_atomic(self.state_dict(engine), self.last_path)
             self._saved_iteration = engine.state.iteration
+            if is_main_process():
+                torch_save_atomic(self.state_dict(engine), self.last_path)
+
+    def start(self, engine: Engine) -> None:
+        """At the start of training: remove what killed writers left (rank 0), then resume if asked."""
+        if is_main_process() and self.directory.is_dir():
+            remove_partial_files(self.directory)
+        if self.resume:
+            self.load(engine)
+
+    def _last_path_exists_on_every_rank(self) -> bool:
+        """Whether ``checkpoint_last.pt`` exists; under DDP a collective (so also a barrier) that makes sure every
+        rank sees the same, since each of them reads the file."""
+        exists = self.last_path.is_file()
+        _, world_size = rank_and_world_size()
+        if world_size == 1:
+            return exists
+        seen = [None] * world_size
+        dist.all_gather_object(seen, exists)
+        if len(set(seen)) > 1:
+            ranks = [rank for rank, flag in enumerate(seen) if flag]
+            raise ValueError(
+                f"Training checkpoint '{self.last_path}' exists for ranks {ranks} only, not for all {world_size}; "
+                "the output folder must be on a file system that every node shares."
+            )
+        return exists
 
     def load(self, engine: Engine) -> None:
         """Restore everything from ``checkpoint_last.pt`` (if present) and move the engine to its iteration."""
-        if not self.last_path.exists():
+        if not self._last_path_exists_on_every_rank():
             return
-        data = load_checkpoint(self.last_path)
+        path, data = self.last_path, load_checkpoint(self.last_path)
+        advice = "Train with resume=False (bundles: --resume false) or use another output folder."
+        written, now = {k: data.get(k) for k in ("method", "encoder")}, _identity(self.method)
+        if any(written[k] is not None and written[k] != now[k] for k in written):
+            raise ValueError(
+                f"Training checkpoint '{path}' was written by method {written['method']} with a {written['encoder']} "
+                f"encoder; this run trains {now['method']} with a {now['encoder']} encoder. {advice}"
+            )
         if data["epoch_length"] != engine.state.epoch_length:
             raise ValueError(
-                f"Training checkpoint '{self.last_path}' was written with epoch_length {data['epoch_length']}, "
-                f"this run has {engine.state.epoch_length}; resume needs the same data loader length "
-                "(or train with resume=False / another output folder)."
+                f"Training checkpoint '{path}' was written with epoch_length {data['epoch_length']}, "
+                f"this run has {engine.state.epoch_length}; resume needs the same data loader length. {advice}"
             )
+        mismatch = _state_dict_mismatch(self.method, data["model"])
+        if mismatch:
+            raise ValueError(f"Training checkpoint '{path}' does not fit the method {now['method']} "
+                             f"({mismatch}). {advice}")
+        self.method.load_state_dict(data["model"])
         try:
-            self.method.load_state_dict(data["model"])
-        except RuntimeError as exc:
-            raise ValueError(f"Training checkpoint '{self.last_path}' does not fit the method: {exc}") from exc
-        self.optimizer.load_state_dict(data["optimizer"])
-        if self.scheduler is not None and data["scheduler"] is not None:
-            self.scheduler.load_state_dict(data["scheduler"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            if self.scheduler is not None and data["scheduler"] is not None:
+                self.scheduler.load_state_dict(data["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"Training checkpoint '{path}': its optimizer/scheduler state does not fit this "
+                             f"run's ({type(exc).__name__}: {exc}). {advice}") from exc
         if self.scaler is not None and data["scaler"]:
             self.scaler.load_state_dict(data["scaler"])
         if data["grads"] is not None:
             for parameter, grad in zip(self.method.parameters(), data["grads"], strict=True):
                 parameter.grad = None if grad is None else grad.to(parameter.device)
-        restore_rng_state(data["rng"], self.generator)
+        restore_rng_state(data["rng"], self.data_loader)
         engine.state.epoch_rng = data["epoch_rng"]
         engine.state.iteration = data["iteration"]
         engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
         self._saved_iteration = data["iteration"]
-        engine.logger.info(f"Resumed from '{self.last_path}' at iteration {data['iteration']}.")
+        engine.logger.info(f"Resumed from '{path}' at iteration {data['iteration']}.")

@@ -26,7 +26,7 @@ from ignite.engine import Engine, Events
 
 from medssl3d.networks import Encoder, build_encoder
 
-from .checkpoint import torch_save_atomic
+from .checkpoint import is_main_process, remove_partial_files, safe_torch_load, torch_save_atomic
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -71,13 +71,7 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, **metadata: Any) -
 def read_encoder_export(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, metadata)`` of an encoder export, read with ``weights_only=True``."""
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"Encoder export '{path}' cannot be loaded safely ({type(exc).__name__}: {exc}); it is missing, "
-            "corrupt, or holds objects that weights_only loading refuses."
-        ) from exc
+    data = safe_torch_load(path, "Encoder export", "Export the encoder again with medssl3d.engine.export_encoder.")
     if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict) or "state_dict" not in data:
         raise ValueError(f"'{path}' is not a medssl3d encoder export: expected a dict with 'state_dict' and "
                          "'metadata'.")
@@ -124,8 +118,8 @@ def load_encoder_export(
 
 class EncoderExport:
     """Ignite handler exporting ``method.encoder`` to ``encoder_<iteration>.pt`` every ``every`` iterations and
-    to ``encoder.pt`` when training completes. ``metadata``: :data:`INPUT_KEYS` (``method`` defaults to the
-    method's class name)."""
+    to ``encoder.pt`` when training completes (DDP rank 0 only; at the start it removes the ``.partial`` files a
+    killed export left). ``metadata``: :data:`INPUT_KEYS` (``method`` defaults to the method's class name)."""
 
     def __init__(self, directory: str | os.PathLike, method: torch.nn.Module, every: int = 1000,
                  metadata: dict[str, Any] | None = None) -> None:
@@ -140,8 +134,15 @@ class EncoderExport:
             raise ValueError(f"EncoderExport: unknown metadata keys {unknown}; allowed: {list(INPUT_KEYS)}.")
 
     def attach(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        engine.add_event_handler(Events.STARTED, self.remove_partial_files)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.export_periodic)
         engine.add_event_handler(Events.COMPLETED, self.export_final)
+
+    def remove_partial_files(self, engine: Engine) -> None:
+        if self.directory.is_dir():
+            remove_partial_files(self.directory)
 
     def export_periodic(self, engine: Engine) -> None:
         export_encoder(self.method.encoder, self.directory / f"encoder_{engine.state.iteration:08d}.pt",

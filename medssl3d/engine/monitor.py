@@ -19,6 +19,7 @@ from monai.handlers import TensorBoardStatsHandler
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from .checkpoint import is_main_process
 from .step import move_to_device
 
 __all__ = ["EmbeddingSpread", "TrainingMonitor", "embedding_spread"]
@@ -65,7 +66,8 @@ class TrainingMonitor:
     """Attach TensorBoard logging (MONAI ``TensorBoardStatsHandler``: every entry of the step's loss dict plus
     ``lr`` -- ``lr/group<i>`` with several parameter groups -- every ``log_every`` iterations), the
     :class:`EmbeddingSpread` of ``encoder`` on ``batch[spread_key]`` every ``spread_every`` iterations
-    (``spread_key=None`` turns it off) and an ignite ``ProgressBar`` showing the loss."""
+    (``spread_key=None`` turns it off) and an ignite ``ProgressBar`` showing the loss; on DDP rank 0 only
+    (the logged losses are rank 0's)."""
 
     def __init__(
         self,
@@ -91,6 +93,8 @@ class TrainingMonitor:
         return {**output, **rates}
 
     def attach(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
         self.writer = SummaryWriter(log_dir=self.log_dir)
         TensorBoardStatsHandler(
             summary_writer=self.writer, iteration_log=self.log_every, epoch_log=False, output_transform=self.scalars

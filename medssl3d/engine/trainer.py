@@ -1,26 +1,29 @@
 """The pretraining engine: :class:`SSLTrainer` (a MONAI ``Trainer``) and :func:`build_trainer`, which wires a
 method, its data loader and optimiser to the generic step and every handler; bundle YAMLs instantiate it.
 
-Exact resume (replay of the interrupted epoch): an epoch is one pass over the data loader. Each time the
-trainer creates an epoch's data iterator it first snapshots all RNGs (Python, NumPy, torch, CUDA and the
-loader's ``generator``) into ``engine.state.epoch_rng``, which checkpoints store. A resumed run that starts
-inside an epoch restores that snapshot, creates the epoch's iterator and draws -- and discards -- the batches
-already trained on, then restores the RNGs of the checkpoint. The data order, the augmentations drawn from
-those generators and the method's own random draws therefore continue exactly as in the uninterrupted run
-(deterministic CPU settings give identical losses). The cost is loading up to one epoch of batches again.
-The iterator is read for exactly ``epoch_length`` batches and never run into ``StopIteration``, because a
-sampler's draw at exhaustion (``RandomSampler`` draws once more) would happen after the checkpoint at an epoch
-end and could not be replayed. Not covered: MONAI random transforms keep their own ``RandomState``; with
-``num_workers > 0`` MONAI's ``DataLoader`` reseeds them in every worker from the loader's seed each epoch (so
-resume is exact), but with ``num_workers=0`` or ``persistent_workers=True`` their state carries over epochs
-and is not in the checkpoint.
+Exact resume (replay of the interrupted epoch): an epoch is one pass over the data loader. Each time the trainer
+creates an epoch's data iterator it first snapshots all RNGs (Python, NumPy, torch, CUDA, the loader's
+``generator`` and its dataset's random transforms) into ``engine.state.epoch_rng``, which checkpoints store. A
+resumed run that starts inside an epoch restores that snapshot, creates the epoch's iterator and draws -- and
+discards -- the batches already trained on, then restores the RNGs of the checkpoint. The data order, the
+augmentations drawn from those generators and the method's own random draws therefore continue exactly as in the
+uninterrupted run (deterministic CPU settings give identical losses). The cost is loading up to one epoch of
+batches again. The iterator is read for exactly ``epoch_length`` batches and never run into ``StopIteration``,
+because a sampler's draw at exhaustion (``RandomSampler`` draws once more) would happen after the checkpoint at
+an epoch end and could not be replayed. MONAI random transforms keep their own ``RandomState``: with
+``num_workers=0`` they run in this process and their states are part of the snapshots; with ``num_workers > 0``
+MONAI's ``DataLoader`` reseeds them in every worker from the loader's generator each epoch. Not covered:
+``persistent_workers=True``, whose workers carry transform states across epochs out of reach.
+
+Under DDP (``torch.distributed`` initialised) only rank 0 writes checkpoints, encoder exports and TensorBoard
+events and shows the progress bar; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -59,15 +62,20 @@ class SSLTrainer(Trainer):
             raise ValueError(
                 f"SSLTrainer: give exactly one of max_epochs and max_iterations, got {max_epochs!r} and {max_iterations!r}."
             )
+        for name, value in (("max_epochs", max_epochs), ("max_iterations", max_iterations)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"SSLTrainer: {name} must be a positive int, got {value!r}.")
+        _check_not_empty(train_loader)
         super().__init__(
             device=step.device, max_epochs=max_epochs or 1, data_loader=train_loader, epoch_length=epoch_length,
             iteration_update=step, event_names=[StepEvents], decollate=False, amp=False,
         )
         if self.state.epoch_length is None:
             raise ValueError("SSLTrainer: the data loader has no length; pass epoch_length (iterations per epoch).")
-        if isinstance(train_loader, Sized) and epoch_length not in (None, len(train_loader)):
+        length = _length(train_loader)
+        if length is not None and epoch_length not in (None, length):
             raise ValueError(
-                f"SSLTrainer: an epoch is one pass over the data loader ({len(train_loader)} batches); "
+                f"SSLTrainer: an epoch is one pass over the data loader ({length} batches); "
                 f"epoch_length={epoch_length} is only for loaders without a length."
             )
         if max_iterations is not None:
@@ -77,11 +85,6 @@ class SSLTrainer(Trainer):
         self._register_handlers(handlers)
 
     @property
-    def generator(self) -> torch.Generator | None:
-        """The data loader's ``torch.Generator`` (shuffling, worker seeds), if it has one."""
-        return getattr(self.data_loader, "generator", None)
-
-    @property
     def total_iterations(self) -> int:
         state = self.state
         return state.max_iters if state.max_iters is not None else state.max_epochs * state.epoch_length
@@ -89,8 +92,8 @@ class SSLTrainer(Trainer):
     def _setup_dataloader_iter(self) -> None:
         """ignite's creation of an epoch's data iterator, after the RNG snapshot, limited to ``epoch_length``."""
         if self.state.iteration % self.state.epoch_length == 0:  # a fresh epoch, not a resumed one
-            self.state.epoch_rng = capture_rng_state(self.generator)
-        self._dataloader_iter = islice(iter(self.state.dataloader), self.state.epoch_length)
+            self.state.epoch_rng = capture_rng_state(self.data_loader)
+        self._dataloader_iter = _nonempty(islice(iter(self.state.dataloader), self.state.epoch_length))
 
     def _setup_engine(self) -> None:
         """ignite's data-iterator set-up, plus the replay of the batches already seen in a resumed epoch."""
@@ -98,12 +101,58 @@ class SSLTrainer(Trainer):
         if seen == 0:
             super()._setup_engine()
             return
-        now = capture_rng_state(self.generator)
-        restore_rng_state(self.state.epoch_rng, self.generator)
+        now = capture_rng_state(self.data_loader)
+        restore_rng_state(self.state.epoch_rng, self.data_loader)
         super()._setup_engine()  # creates the iterator (no new snapshot); ignite counts the epoch from `seen`
         for _ in range(seen):
             next(self._dataloader_iter)
-        restore_rng_state(now, self.generator)
+        restore_rng_state(now, self.data_loader)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A switch given as a bool, 0/1, or a command-line string: ``monai.bundle run --resume false`` passes the
+    string ``'false'``, which Python would take as true."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"build_trainer: {name} must be true or false, got {value!r}.")
+
+
+_EMPTY = "SSLTrainer: training data is empty: the data loader yields no batches"
+
+
+def _length(train_loader: Iterable) -> int | None:
+    """``len(train_loader)``, or ``None`` where it has none (a DataLoader over an ``IterableDataset``)."""
+    try:
+        return len(train_loader) if isinstance(train_loader, Sized) else None
+    except TypeError:
+        return None
+
+
+def _check_not_empty(train_loader: Iterable) -> None:
+    """Fail before anything is written when a loader with a length has no batch."""
+    if _length(train_loader) != 0:
+        return
+    dataset = getattr(train_loader, "dataset", None)
+    items = f"its dataset holds {len(dataset)} items" if isinstance(dataset, Sized) else "it has length 0"
+    batch = getattr(train_loader, "batch_size", None)
+    details = f"{items}, batch_size {batch}{', drop_last' if getattr(train_loader, 'drop_last', False) else ''}"
+    raise ValueError(
+        f"{_EMPTY} ({details}). Check the datalist file and the list the bundle reads from it (datalist, "
+        "datalist_key), that its image paths exist under dataset_dir, and that batch_size is not above the number "
+        "of items (with drop_last)."
+    )
+
+
+def _nonempty(batches: Iterator) -> Iterator:
+    """``batches``, raising a ValueError where an epoch yields none (loaders without a length)."""
+    empty = True
+    for batch in batches:
+        empty = False
+        yield batch
+    if empty:
+        raise ValueError(f"{_EMPTY}.")
 
 
 def build_trainer(
@@ -136,7 +185,7 @@ def build_trainer(
     Output folder: ``checkpoints/checkpoint_<iteration>.pt`` + ``checkpoints/checkpoint_last.pt`` (full
     state, every ``checkpoint_every`` iterations and at the end; resumed from when ``resume``),
     ``encoder_<iteration>.pt`` + ``encoder.pt`` (encoder exports with ``export_metadata``, see
-    :mod:`medssl3d.engine.export`) and ``tensorboard/``.
+    :mod:`medssl3d.engine.export`) and ``tensorboard/``, written by DDP rank 0 only.
 
     Args:
         method: module mapping a batch dict to ``{"loss": ..., "loss/<part>": ...}`` with an ``.encoder``;
@@ -153,6 +202,7 @@ def build_trainer(
         spread_key, spread_every: batch key embedded for the collapse statistic (``None``: off), and how often.
         handlers: further ignite/MONAI handlers, attached last.
     """
+    resume, progress_bar = _flag(resume, "resume"), _flag(progress_bar, "progress_bar")
     output_dir = Path(output_dir)
     wrapper = method
     method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper
@@ -166,7 +216,7 @@ def build_trainer(
         )
     attached = [
         TrainingCheckpoint(output_dir / "checkpoints", method, optimizer, scheduler, step.scaler, checkpoint_every,
-                           n_saved, resume, grad_accumulation, trainer.generator),
+                           n_saved, resume, grad_accumulation, train_loader),
         EncoderExport(output_dir, method, checkpoint_every, export_metadata),
         TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, log_every, spread_key, spread_every,
                         progress_bar),

@@ -506,9 +506,18 @@ def convert_series(
     image.header.set_xyzt_units("mm")
     image.set_sform(volume.affine_ras, code=1)
     image.set_qform(volume.affine_ras, code=1)
-    with atomic_path(nifti, overwrite=True) as temporary:
-        nib.save(image, str(temporary))
-    write_json_atomic({"image": nifti.name, **volume.sidecar}, sidecar_path, overwrite=True)
+    target = nifti
+    try:  # both files or neither: a failed sidecar removes its NIfTI
+        with atomic_path(nifti, overwrite=True) as temporary:
+            nib.save(image, str(temporary))
+        target = sidecar_path
+        write_json_atomic({"image": nifti.name, **volume.sidecar}, sidecar_path, overwrite=True)
+    except OSError as error:
+        if target == sidecar_path:  # the new NIfTI is in place; an old one survives a failed NIfTI write
+            nifti.unlink(missing_ok=True)
+        raise DicomConversionError(
+            f"{target}: cannot write ({error.strerror or error}); nothing kept for {series.describe()}."
+        ) from error
     return ConversionResult(name, "written", nifti, sidecar_path, tuple(volume.warnings))
 
 

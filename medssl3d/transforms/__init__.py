@@ -4,7 +4,14 @@ Every transform is an array class ``Foo`` with a dictionary twin ``Food``, usabl
 ``_target_: medssl3d.transforms.Food``.
 """
 
-from .genesis import RandBezierIntensity, RandGenesisCorruption, RandGenesisCorruptiond, RandLocalPixelShuffle, RandPainting
+from .checks import CheckImage, CheckImaged
+from .genesis import (
+    RandBezierIntensity,
+    RandGenesisCorruption,
+    RandGenesisCorruptiond,
+    RandLocalPixelShuffle,
+    RandPainting,
+)
 from .intensity import CLAHE, CLAHEd
 from .intensity_jitter import RandIntensityJitter, RandIntensityJitterd
 from .jigsaw import (

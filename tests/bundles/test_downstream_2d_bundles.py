@@ -213,7 +213,9 @@ def test_configuration_errors_are_clear(data, tmp_path):
     workflow = _workflow("xray_cls", [], "train", label_fraction=0.3, **common)
     with pytest.raises(Exception) as error:
         _ = workflow.train_dataset
-    assert "Data list training_30pct not specified" in _chain(error.value)
+    message = _chain(error.value)
+    assert "has no list 'training_30pct'; its lists: training, validation, test, training_50pct" in message
+    assert "image_shape" not in message  # only lists of items are offered
     with pytest.raises(Exception) as error:  # densenet121 on 28 px MedMNIST: refused before training
         ConfigWorkflow(config_file=_configs("xray_cls"), workflow_type="train", encoder="densenet121",
                        image_size=28, **common).initialize()

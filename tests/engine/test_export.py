@@ -39,10 +39,37 @@ def test_forgotten_encoder_kwargs_and_bad_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"feature strides \[2, 4, 8, 16, 32\], the export \[1, 2, 4, 8, 16\]"):
         load_encoder_export(path)
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="bad.pt' cannot be loaded safely"):
+    with pytest.raises(ValueError, match="bad.pt' cannot be read: the file is truncated, corrupt"):
         read_encoder_export(tmp_path / "bad.pt")
     torch.save({"state_dict": {}, "metadata": {"format": "other"}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="export format 'other'"):
         read_encoder_export(tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"unknown metadata keys \['window'\]"):
         export_encoder(build_encoder("resnet10", 3, 1), tmp_path / "x.pt", window=[0, 1])
+
+
+class _Marker:
+    """Unpickling it would create the file at ``path``: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_objects_are_refused_without_running_them(tmp_path):
+    from medssl3d.engine.checkpoint import load_checkpoint
+
+    marker = tmp_path / "code_ran"
+    state_dict = build_encoder("resnet10", 2, 1).state_dict()
+    torch.save({"state_dict": state_dict, "metadata": {"format": "x", "spacing": _Marker(marker)}}, tmp_path / "e.pt")
+    with pytest.raises(ValueError, match=r"Encoder export '.*e.pt' holds a pickled Python object \(io.open\) "
+                                         r"that safe loading \(weights_only=True\) refuses"):
+        read_encoder_export(tmp_path / "e.pt")
+    torch.save({"format": "medssl3d-training-checkpoint-v1", "model": _Marker(marker)}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"Training checkpoint '.*c.pt' holds a pickled Python object"):
+        load_checkpoint(tmp_path / "c.pt")
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"Encoder export '.*missing.pt' does not exist"):
+        read_encoder_export(tmp_path / "missing.pt")

@@ -129,7 +129,7 @@ def test_corrupt_or_unsafe_checkpoint_gives_a_clear_error(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "checkpoint_last.pt").write_bytes(b"\x80\x02not a checkpoint")
-    with pytest.raises(ValueError, match=r"checkpoint_last.pt' cannot be loaded safely .*resume=False"):
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt' cannot be read: the file is truncated.*resume=False"):
         _run(tmp_path)
 
     class Payload:
@@ -167,3 +167,118 @@ def test_max_iterations_and_argument_errors(tmp_path):
         build_trainer(method, DataLoader(data), optimizer, tmp_path, max_epochs=1, max_iterations=3)
     with pytest.raises(ValueError, match="unknown metadata keys \\['spacin'\\]"):
         build_trainer(method, DataLoader(data), optimizer, tmp_path, max_epochs=1, export_metadata={"spacin": 1})
+
+
+def _tiny_loader(n=4, **kwargs):
+    data = [{"image": torch.rand(1, 16, 16, 16), "target": torch.rand(1)} for _ in range(n)]
+    return DataLoader(data, batch_size=2, **kwargs)
+
+
+def test_bad_run_settings_fail_before_anything_is_written(tmp_path):
+    method = DummyMethod()
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.01)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"training data is empty: the data loader yields no batches \(its dataset "
+                                         r"holds 0 items, batch_size 2\).*datalist_key"):
+        build_trainer(method, _tiny_loader(0), optimizer, out, max_epochs=1)
+    with pytest.raises(ValueError, match=r"holds 1 items, batch_size 2, drop_last"):
+        build_trainer(method, _tiny_loader(1, drop_last=True), optimizer, out, max_epochs=1)
+    for kwargs, message in (({"max_epochs": 0}, "max_epochs must be a positive int, got 0"),
+                            ({"max_iterations": -3}, "max_iterations must be a positive int, got -3"),
+                            ({"max_epochs": 1, "resume": "maybe"}, "resume must be true or false, got 'maybe'")):
+        with pytest.raises(ValueError, match=message):
+            build_trainer(method, _tiny_loader(), optimizer, out, **kwargs)
+    assert not out.exists()
+
+    class Empty(torch.utils.data.IterableDataset):  # no length: found at the first batch
+        def __iter__(self):
+            return iter(())
+
+    trainer = build_trainer(method, DataLoader(Empty()), optimizer, out, max_iterations=2, epoch_length=2,
+                            progress_bar=False)
+    with pytest.raises(ValueError, match="training data is empty"):
+        trainer.run()
+    assert not (out / "checkpoints").exists() and not list(out.glob("*.pt"))
+
+
+def _checkpoint_of(method, directory, iteration=4):
+    from types import SimpleNamespace
+
+    from medssl3d.engine.checkpoint import TrainingCheckpoint
+
+    engine = SimpleNamespace(state=SimpleNamespace(iteration=iteration, epoch=2, epoch_length=2, epoch_rng=None))
+    TrainingCheckpoint(directory, method, torch.optim.SGD(method.parameters(), lr=0.1)).save_last(engine)
+    return directory / "checkpoint_last.pt"
+
+
+def test_resume_refuses_truncated_and_foreign_checkpoints_with_one_clear_error(tmp_path):
+    last = _checkpoint_of(DummyMethod(), tmp_path / "checkpoints")
+
+    def resume(method):
+        trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path,
+                                max_epochs=3, progress_bar=False, spread_key=None)
+        trainer.run()
+        return trainer
+
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])  # a copy cut short, e.g. a full disk
+    with pytest.raises(ValueError, match=r"Training checkpoint '.*checkpoint_last.pt' cannot be read: the file is "
+                                         r"truncated, corrupt.*Delete it, or train with resume=False"):
+        resume(DummyMethod())
+
+    class OtherMethod(DummyMethod):
+        pass
+
+    last.write_bytes(good)
+    with pytest.raises(ValueError, match=r"written by method DummyMethod with a resnet10 encoder; this run trains "
+                                         r"OtherMethod with a resnet10 encoder.*resume=False"):
+        resume(OtherMethod())
+
+    wider = DummyMethod()
+    wider.head = nn.Linear(wider.encoder.embedding_dim, 3)  # same class and encoder, another head
+    with pytest.raises(ValueError, match=r"does not fit the method DummyMethod \(2 shape \(file vs method\): "
+                                         r"head.weight \(1, 512\) vs \(3, 512\)"):
+        resume(wider)
+    assert resume(DummyMethod()).state.iteration == 6  # the intact file resumes: iterations 5 and 6 remain
+
+
+def test_resume_false_given_as_a_command_line_string_starts_over(tmp_path):
+    _checkpoint_of(DummyMethod(), tmp_path / "checkpoints", iteration=2)
+    method = DummyMethod()
+    losses = []
+    trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path,
+                            max_epochs=1, resume="false", progress_bar="False", spread_key=None)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.iteration))
+    trainer.run()
+    assert losses == [1, 2]
+
+
+def test_a_rank_other_than_zero_writes_nothing(tmp_path, monkeypatch):
+    from medssl3d.engine import checkpoint, export, monitor
+
+    for module in (checkpoint, export, monitor):
+        monkeypatch.setattr(module, "is_main_process", lambda: False)
+    method = DummyMethod()
+    trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path / "out",
+                            max_iterations=2, checkpoint_every=1, resume=False, spread_every=1)
+    trainer.run()
+    assert trainer.state.iteration == 2 and not (tmp_path / "out").exists()
+
+
+def test_random_transform_states_are_part_of_the_rng_snapshot():
+    from monai.data import Dataset
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+
+    from medssl3d.engine.checkpoint import capture_rng_state, restore_rng_state
+
+    transform = Compose([RandGaussianNoised("image", prob=1.0), RandFlipd("image", prob=0.5)])
+    loader = DataLoader(Dataset([{"image": torch.zeros(1, 4, 4)}] * 2, transform), batch_size=1)
+    snapshot = capture_rng_state(loader)
+    assert set(snapshot["transforms"]) >= {
+        "transform.transforms.0.R", "transform.transforms.1.R"}
+    first = [batch["image"] for batch in loader]
+    restore_rng_state(snapshot, loader)
+    again = [batch["image"] for batch in loader]
+    later = [batch["image"] for batch in loader]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], later[0])  # without the restore the noise differs

@@ -1,0 +1,115 @@
+"""Safe loading and privacy: the demo needs no network; DICOM-derived outputs hold no patient identifiers."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from medssl3d.demo import DemoSettings, run_demo
+
+from .dicom_files import data_prep_script, write_ct_series
+
+IDENTIFIERS = {
+    "PatientName": "DOE^JANE^QUINCY",
+    "PatientID": "PID-4711-XQZ",
+    "OtherPatientIDs": "MRN-0042-ALT",
+    "PatientBirthDate": "19610203",
+    "PatientBirthTime": "231415",
+    "PatientAddress": "7 Privet Lane Springfield",
+    "PatientTelephoneNumbers": "555-0199-321",
+    "PatientMotherBirthName": "ROE^MARTHA",
+    "PatientComments": "allergic to contrast jq",
+    "AccessionNumber": "ACC998877",
+    "StudyID": "STUDY-7731",
+    "StudyDate": "20200102",
+    "SeriesDate": "20200103",
+    "AcquisitionDate": "20200104",
+    "ContentDate": "20200105",
+    "StudyTime": "101112",
+    "StudyDescription": "CHEST FOLLOWUP OF JANE",
+    "SeriesDescription": "THORAX DOE 2MM",
+    "InstitutionName": "Saint Example Hospital",
+    "InstitutionAddress": "12 Sample Street Exampletown",
+    "InstitutionalDepartmentName": "Radiology Wing QX",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "PerformingPhysicianName": "CUDDY^LISA",
+    "OperatorsName": "CHASE^ROBERT",
+    "StationName": "CTSTATION-ZZ9",
+    "DeviceSerialNumber": "SN-5550123",
+}
+
+
+def _secrets(files: list[Path]) -> set[str]:
+    """Every identifier as written, with ^ as a space, dates in ISO form, and the files' UIDs."""
+    import pydicom
+
+    secrets = set(IDENTIFIERS.values()) | {"NESTED-REQ-42"}
+    secrets |= {value.replace("^", " ") for value in IDENTIFIERS.values()}
+    secrets |= {f"{v[:4]}-{v[4:6]}-{v[6:]}" for k, v in IDENTIFIERS.items() if k.endswith("Date")}
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        secrets |= {str(dataset[k].value) for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")}
+    return secrets
+
+
+def test_dicom_to_datalist_outputs_and_logs_hold_no_identifiers(tmp_path, capsys):
+    request = Dataset()
+    request.RequestedProcedureID = "NESTED-REQ-42"
+    tags = {**IDENTIFIERS, "RequestAttributesSequence": [request]}
+    files = write_ct_series(tmp_path / "dicom" / "a", tags=tags)
+    files += write_ct_series(tmp_path / "dicom" / "b", shape=(8, 8, 5), tags=tags)
+    key = tmp_path / "secret.key"
+    key.write_text("a site secret")
+    out = tmp_path / "out"
+    convert = data_prep_script("dicom_to_nifti")
+    assert convert.main([str(tmp_path / "dicom"), str(out / "plain"), "--no-progress"]) == 0
+    assert convert.main([str(tmp_path / "dicom"), str(out / "keyed"), "--no-progress",
+                         "--pseudonym-key-file", str(key)]) == 0
+    assert data_prep_script("make_datalist").main(
+        [str(out / "plain"), "--output", str(out / "plain" / "datalist.json"), "--label-fractions"]) == 0
+    assert data_prep_script("check_dataset").main(
+        [str(out / "plain" / "datalist.json"), "--report", str(out / "integrity"), "--no-progress"]) == 0
+    logs = capsys.readouterr()
+
+    written = [p for p in out.rglob("*") if p.is_file()]
+    names = sorted(p.name for p in written)
+    assert sum(n.endswith(".nii.gz") for n in names) == 4 and sum(n.startswith("series_") for n in names) == 8
+    assert "datalist.json" in names and "integrity.json" in names
+    texts = {"stdout/stderr": logs.out + logs.err}
+    for path in written:
+        data = path.read_bytes()
+        texts[str(path)] = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("latin-1")
+    for secret in _secrets(files):
+        for where, text in texts.items():
+            assert secret not in text, f"{secret!r} leaked into {where}"
+        assert not any(secret in str(path) for path in written)
+
+
+def test_demo_runs_with_the_network_blocked(tmp_path, capsys, monkeypatch):
+    """The whole demo (synthesis, Genesis pretraining, nodule patches, fine-tuning, report) on a tiny cohort."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError(f"network blocked by the test: connect to {address}")
+        return real_connect(self, address)  # local IPC (AF_UNIX) stays allowed
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError(f"network blocked by the test: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    settings = DemoSettings(out=tmp_path / "demo", cases=6, ct_size=(64, 64, 24), pretrain_epochs=1,
+                            crops_per_volume=2, finetune_epochs=1, fractions=(1.0,), seeds=(0,))
+    report = run_demo(settings)  # what `medssl3d demo` runs, at a size the CLI flags cannot reach
+    assert attempts == []
+    assert report.is_file() and (settings.out / "pretraining" / "encoder.pt").is_file()
+    assert "Traceback" not in capsys.readouterr().err
