@@ -1,4 +1,4 @@
-"""The ``medssl3d`` command: ``synth``, ``preprocess``, ``demo`` and ``evaluate``.
+"""The ``medssl3d`` command: ``synth``, ``preprocess``, ``demo``, ``evaluate`` and ``sweep``.
 
 Errors a user can fix (bad arguments, unwritable folders, sizes too small) print one line and exit with
 status 2; ``--debug`` shows the full traceback instead.
@@ -98,6 +98,12 @@ def _add_evaluate(subparsers) -> None:
     add_parser(subparsers)
 
 
+def _add_sweep(subparsers) -> None:
+    from .evaluation.sweep import add_parser
+
+    add_parser(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medssl3d", description="Self-supervised pretraining of medical image encoders with MONAI."
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess(subparsers)
     _add_demo(subparsers)
     _add_evaluate(subparsers)
+    _add_sweep(subparsers)
     return parser
 
 

@@ -18,8 +18,13 @@ from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
 from .report import markdown_table, write_report
 from .summary import summarize_runs
+from .sweep import SweepRun, drop_one_grid, load_sweep, run_sweep
 
 __all__ = [
+    "SweepRun",
+    "drop_one_grid",
+    "load_sweep",
+    "run_sweep",
     "RepeatFactorSampler",
     "classification_metrics",
     "extract_features",

@@ -2,33 +2,36 @@
 datalist — kNN (weighted and majority), linear and MLP probes, representation quality, a t-SNE map and,
 with ``--fractions``, a label-fraction sweep of the linear probe — written as ``report.md`` + ``metrics.json``.
 
-Metrics are on the test items; kNN and probes are fitted on the training items; representation quality and
-the t-SNE map use both together. Fine-tuning is the downstream bundles' job; this command never updates the
-encoder.
+Features are extracted once per item (the encoder is frozen); only kNN and the probes are fitted per split:
+
+* fixed split (default): fitted on the ``--train-key`` items, measured on the ``--test-key`` items; the
+  probes once per seed, kNN (deterministic) once.
+* ``--folds k``: stratified k-fold cross-validation (:func:`medssl3d.evaluation.kfold_splits`, shuffled with
+  each seed) over the ``--train-key`` and ``--test-key`` items pooled: each item is tested once per seed by
+  kNN/probes fitted on the other folds; metrics are mean ± std over folds (and seeds). Pooling is the point
+  of cross-validation on small labelled cohorts: every labelled item is tested, not one small fixed list.
+
+Representation quality and the t-SNE map use all items together; confusion matrices add up the splits of the
+first seed (with folds: every item once). Fine-tuning is the downstream bundles' job; this command never
+updates the encoder. :func:`evaluation_args`, :func:`labelled_data` and :func:`probe_export` run the same
+steps for other commands (``medssl3d sweep``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-__all__ = ["METRICS", "add_parser", "run"]
+__all__ = ["METRICS", "PROBES", "add_parser", "evaluation_args", "labelled_data", "probe_export", "run"]
 
 METRICS = ("accuracy", "f1_weighted", "precision_weighted", "recall_weighted", "auc")
+PROBES = ("knn_weighted", "knn_majority", "linear_probe", "mlp_probe")
 
 
-def add_parser(subparsers) -> None:
-    """Register the ``evaluate`` subcommand on an ``argparse`` subparsers object."""
+def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
     from medssl3d.preprocessing import CHAINS
 
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="evaluate a pretrained encoder on a labelled datalist: kNN, linear/MLP probes, label fractions",
-        description="Extract frozen features of an encoder export (or a random encoder with --scratch) on the "
-        "training and test items of a datalist with 'class' labels, then write kNN, linear-probe and MLP-probe "
-        "metrics, representation quality, a t-SNE plot and (with --fractions) a label-fraction sweep of the "
-        "linear probe to OUT/report.md and OUT/metrics.json.",
-    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--encoder", type=Path, help="encoder export (.pt) written by pretraining")
     source.add_argument("--scratch", action="store_true", help="evaluate a randomly initialised encoder instead")
@@ -50,7 +53,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--test-key", default="test", help="datalist key of the test items")
     parser.add_argument("--label-key", default="class", help="item key holding the class label (default class)")
     parser.add_argument("--chain", required=True, help=f"preprocessing chain: one of {', '.join(CHAINS)}, or a YAML file")
-    parser.add_argument("--out", required=True, type=Path, help="report folder")
+    parser.add_argument("--out", required=out_required, type=Path, help="report folder")
+    parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES),
+                        help="which classifiers to fit on the frozen features (default: all)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="k-fold cross-validation over the training and test items pooled, instead of the "
+                        "fixed split (mean ± std over folds)")
     parser.add_argument("--fractions", type=float, nargs="+", default=None,
                         help="label fractions of the training set for the linear-probe sweep, e.g. 0.01 0.1 1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the probes and subsets (default 0)")
@@ -59,7 +67,33 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mlp-epochs", type=int, default=100, help="MLP probe epochs (default 100)")
     parser.add_argument("--batch-size", type=int, default=16, help="feature extraction batch size")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def add_parser(subparsers) -> None:
+    """Register the ``evaluate`` subcommand on an ``argparse`` subparsers object."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a pretrained encoder on a labelled datalist: kNN, linear/MLP probes, label fractions",
+        description="Extract frozen features of an encoder export (or a random encoder with --scratch) on the "
+        "training and test items of a datalist with 'class' labels, then write kNN, linear-probe and MLP-probe "
+        "metrics (fixed split, or --folds k cross-validation), representation quality, a t-SNE plot and (with "
+        "--fractions) a label-fraction sweep of the linear probe to OUT/report.md and OUT/metrics.json.",
+    )
+    _add_options(parser)
     parser.set_defaults(run=run)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def evaluation_args(options: list[str]) -> argparse.Namespace:
+    """Parse ``medssl3d evaluate`` options (command-line strings, ``--out`` optional) into the namespace
+    :func:`labelled_data` and :func:`probe_export` take; a bad option raises a ValueError, not SystemExit."""
+    parser = _RaisingParser(prog="medssl3d evaluate", add_help=False)
+    _add_options(parser, out_required=False)
+    return parser.parse_args(options)
 
 
 def _read_items(datalist: Path, key: str, label_key: str) -> list[dict]:
@@ -142,72 +176,128 @@ def _records(init: str, method: str, seed: int, labels, probs, num_classes: int,
     from .metrics import classification_metrics
 
     metrics = classification_metrics(labels, probs, num_classes)
-    return {"init": init, "method": method, **extra, "seed": seed, **{m: metrics[m] for m in METRICS}}, metrics
+    return {"init": init, "method": method, "seed": seed, **extra, **{m: metrics[m] for m in METRICS}}, metrics
 
 
-def _labelled_items(args) -> tuple[list[dict], list[dict], list[str]]:
-    """Training and test items with ``class`` indices ``0..C-1`` (sorted label values), and the class names
-    (the datalist's ``classes`` entry where it has one); fails early on labels no probe can use."""
+def _splits(args, labels, n_train: int) -> list[tuple[int, int | None, object, object]]:
+    """``(seed, fold, train indices, test indices)`` into the pooled items (training items first): the fixed
+    split once per seed (fold ``None``), or ``--folds`` stratified folds per seed."""
+    import numpy as np
+
+    from .fractions import kfold_splits
+
+    if args.folds is None:
+        train, test = np.arange(n_train), np.arange(n_train, len(labels))
+        return [(seed, None, train, test) for seed in args.seeds]
+    try:
+        return [(seed, fold, train, test) for seed in args.seeds
+                for fold, (train, test) in enumerate(kfold_splits(labels, args.folds, seed))]
+    except ValueError as err:
+        raise ValueError(f"--folds {args.folds} on datalist '{args.datalist}' ({args.train_key} + {args.test_key}, "
+                         f"{len(labels)} items): {err}") from err
+
+
+def labelled_data(args) -> tuple[list[dict], list[str], list[tuple]]:
+    """The pooled labelled items (``--train-key`` then ``--test-key``) with ``class`` indices ``0..C-1`` (sorted
+    label values), the class names (the datalist's ``classes`` entry where it has one) and the splits
+    ``(seed, fold, train indices, test indices)``; fails early on labels, folds or fractions no probe can use."""
     import numpy as np
 
     from .fractions import nested_label_fractions
 
     train_items = _read_items(args.datalist, args.train_key, args.label_key)
     test_items = _read_items(args.datalist, args.test_key, args.label_key)
-    values = sorted({item["label_value"] for item in train_items + test_items}, key=lambda v: (str(type(v)), v))
+    items = train_items + test_items
+    values = sorted({item["label_value"] for item in items}, key=lambda v: (str(type(v)), v))
     index = {value: i for i, value in enumerate(values)}
-    for item in train_items + test_items:
+    for item in items:
         item["class"] = index[item.pop("label_value")]
     names = json.loads(args.datalist.read_text()).get("classes") or {}
     class_names = [str(names.get(str(value), value)) for value in values]
     if len(values) < 2:
         raise ValueError(f"datalist '{args.datalist}' holds a single class ({class_names[0]}); evaluation needs two.")
-    train_labels = np.array([item["class"] for item in train_items])
-    missing = [class_names[c] for c in sorted(set(range(len(values))) - set(train_labels.tolist()))]
-    if missing:
-        raise ValueError(f"datalist '{args.datalist}': class(es) {missing} of key {args.test_key} never occur in key "
-                         f"{args.train_key}, so no classifier can learn them.")
-    for seed in args.seeds if args.fractions else []:  # fail on an impossible fraction before any work
-        nested_label_fractions(train_labels, args.fractions, seed)
-    return train_items, test_items, class_names
+    labels = np.array([item["class"] for item in items])
+    splits = _splits(args, labels, len(train_items))
+    for seed, fold, train, _ in splits:
+        missing = [class_names[c] for c in sorted(set(range(len(values))) - set(labels[train].tolist()))]
+        if missing:
+            raise ValueError(f"datalist '{args.datalist}': class(es) {missing} of key {args.test_key} never occur in "
+                             f"key {args.train_key}, so no classifier can learn them.")
+        if args.fractions:  # fail on an impossible fraction before any work
+            nested_label_fractions(labels[train], args.fractions, seed)
+    return items, class_names, splits
 
 
-def _evaluate(args, init: str, encoder, train_set, test_set, class_names: list[str]) -> dict:
-    """Everything measured on one encoder: per-seed run rows, label-fraction rows, representation quality,
-    confusion matrices (first seed), and the t-SNE figure."""
-    import numpy as np
-
-    from .features import extract_features
-    from .fractions import nested_label_fractions
+def _probe(args, probe: str, train_x, train_y, test_x, seed: int, num_classes: int):
     from .knn import knn_classify
-    from .metrics import representation_quality
-    from .plots import plot_tsne
     from .probes import linear_probe, mlp_probe
 
-    num_classes = len(class_names)
-    train_x, train_y = extract_features(encoder, train_set, args.batch_size, args.device)
-    test_x, test_y = extract_features(encoder, test_set, args.batch_size, args.device)
-    print(f"{init}: {len(train_x)} training and {len(test_x)} test features of dimension {train_x.shape[1]}")
-    probs = {f"knn_{vote}": [(args.seeds[0], knn_classify(train_x, train_y, test_x, args.k, args.temperature, vote,
-                                                          num_classes))] for vote in ("weighted", "majority")}
-    probs["linear_probe"] = [(s, linear_probe(train_x, train_y, test_x, s, num_classes=num_classes))
-                             for s in args.seeds]
-    probs["mlp_probe"] = [(s, mlp_probe(train_x, train_y, test_x, args.mlp_epochs, s, device=args.device,
-                                        num_classes=num_classes)) for s in args.seeds]
+    if probe.startswith("knn_"):
+        return knn_classify(train_x, train_y, test_x, args.k, args.temperature, probe[len("knn_"):], num_classes)
+    if probe == "linear_probe":
+        return linear_probe(train_x, train_y, test_x, seed, num_classes=num_classes)
+    return mlp_probe(train_x, train_y, test_x, args.mlp_epochs, seed, device=args.device, num_classes=num_classes)
+
+
+def _probe_records(args, init: str, features, labels, splits, num_classes: int) -> dict:
+    """Per-split run rows of every probe in ``args.probes``, label-fraction rows and the summed confusion
+    matrices of the first seed's splits. kNN is deterministic: on a fixed split it runs once."""
+    import numpy as np
+
+    from .fractions import nested_label_fractions
+    from .probes import linear_probe
+
     result = {"runs": [], "sweep": [], "confusion": {}}
-    for method, outputs in probs.items():
-        for seed, p in outputs:
-            record, metrics = _records(init, method, seed, test_y, p, num_classes)
+    for seed, fold, train, test in splits:
+        extra = {} if fold is None else {"fold": fold}
+        for probe in args.probes:
+            if probe.startswith("knn_") and fold is None and seed != args.seeds[0]:
+                continue
+            probs = _probe(args, probe, features[train], labels[train], features[test], seed, num_classes)
+            record, metrics = _records(init, probe, seed, labels[test], probs, num_classes, **extra)
             result["runs"].append(record)
-            result["confusion"].setdefault(f"{init} {method}", metrics["confusion_matrix"])
-    both_x, both_y = np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y])
-    result["quality"] = representation_quality(both_x, both_y)
+            if seed == args.seeds[0]:
+                key = f"{init} {probe}"
+                previous = result["confusion"].get(key, 0)
+                result["confusion"][key] = (np.asarray(metrics["confusion_matrix"]) + previous).tolist()
+        for fraction, subset in (nested_label_fractions(labels[train], args.fractions, seed).items()
+                                 if args.fractions else ()):
+            probs = linear_probe(features[train][subset], labels[train][subset], features[test], seed,
+                                 num_classes=num_classes)
+            result["sweep"].append(_records(init, "linear_probe", seed, labels[test], probs, num_classes,
+                                            **extra, fraction=fraction)[0])
+    return result
+
+
+def probe_export(args, data: tuple[list[dict], list[str], list[tuple]]) -> list[dict]:
+    """Run rows (``init, method, seed[, fold]`` and :data:`METRICS`) of the encoder(s) of ``args`` (see
+    :func:`evaluation_args`) on ``data`` from :func:`labelled_data`: frozen features, then ``args.probes`` on
+    every split. No report, no figures."""
+    from .features import extract_features
+
+    items, class_names, splits = data
+    encoders, metadata = _encoders(args)
+    dataset = _dataset(args, items, _patch_size(args, metadata), metadata)
+    rows = []
+    for init, encoder in encoders:
+        features, labels = extract_features(encoder, dataset, args.batch_size, args.device)
+        rows += _probe_records(args, init, features, labels, splits, len(class_names))["runs"]
+    return rows
+
+
+def _evaluate(args, init: str, encoder, dataset, splits, class_names: list[str]) -> dict:
+    """Everything measured on one encoder: run rows, label-fraction rows, confusion matrices, representation
+    quality and the t-SNE figure."""
+    from .features import extract_features
+    from .metrics import representation_quality
+    from .plots import plot_tsne
+
+    features, labels = extract_features(encoder, dataset, args.batch_size, args.device)
+    print(f"{init}: {len(features)} labelled features of dimension {features.shape[1]}")
+    result = _probe_records(args, init, features, labels, splits, len(class_names))
+    result["quality"] = representation_quality(features, labels)
     result["tsne"] = args.out / f"tsne_{init}.png"
-    plot_tsne(both_x, both_y, result["tsne"], seed=args.seeds[0], class_names=class_names)
-    for seed in args.seeds if args.fractions else []:
-        for fraction, subset in nested_label_fractions(train_y, args.fractions, seed).items():
-            p = linear_probe(train_x[subset], train_y[subset], test_x, seed, num_classes=num_classes)
-            result["sweep"].append(_records(init, "linear_probe", seed, test_y, p, num_classes, fraction=fraction)[0])
+    plot_tsne(features, labels, result["tsne"], seed=args.seeds[0], class_names=class_names)
     return result
 
 
@@ -217,30 +307,35 @@ def run(args) -> None:
     from .report import write_report
     from .summary import summarize_runs
 
-    train_items, test_items, class_names = _labelled_items(args)
+    items, class_names, splits = labelled_data(args)
     encoders, metadata = _encoders(args)
     patch_size = _patch_size(args, metadata)
-    train_set = _dataset(args, train_items, patch_size, metadata)
-    test_set = _dataset(args, test_items, patch_size, metadata)
+    dataset = _dataset(args, items, patch_size, metadata)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {init: _evaluate(args, init, encoder, train_set, test_set, class_names) for init, encoder in encoders}
+    results = {init: _evaluate(args, init, encoder, dataset, splits, class_names) for init, encoder in encoders}
     runs = [row for result in results.values() for row in result["runs"]]
     sweep = [row for result in results.values() for row in result["sweep"]]
     figures = [result["tsne"] for result in results.values()]
+    n_test = len(splits[0][3])
+    train_sizes = sorted({len(train) for _, _, train, _ in splits})
     metrics = {
         "setup": {
             "encoder": str(args.encoder) if args.encoder else "scratch", "architecture": metadata["architecture"],
             "spatial_dims": metadata["spatial_dims"], "in_channels": metadata["in_channels"],
             "patch_size": "x".join(map(str, patch_size)), "chain": args.chain, "datalist": str(args.datalist),
-            "train_key": args.train_key, "test_key": args.test_key, "n_train": len(train_items),
-            "n_test": len(test_items), "classes": ", ".join(class_names), "k": min(args.k, len(train_items)),
+            "train_key": args.train_key, "test_key": args.test_key,
+            "split": f"{args.folds}-fold cross-validation over both keys" if args.folds else "fixed",
+            "n_train": train_sizes[0] if len(train_sizes) == 1 else f"{train_sizes[0]}-{train_sizes[-1]}",
+            "n_test": n_test if args.folds is None else f"{len(items)} (every item once per seed)",
+            "classes": ", ".join(class_names), "k": min(args.k, train_sizes[0]),
             "temperature": args.temperature, "seeds": " ".join(map(str, args.seeds)),
         },
         "classification": summarize_runs(runs, ["init", "method"], METRICS),
         "representation_quality": {init: result["quality"] for init, result in results.items()},
         "confusion_matrices": {k: v for result in results.values() for k, v in result["confusion"].items()},
     }
-    tables = {"runs (test set, one row per seed)": runs}
+    per = "one row per seed" if args.folds is None else "one row per fold and seed"
+    tables = {f"runs (test items, {per})": runs}
     if args.fractions:
         metrics["label_fractions"] = summarize_runs(sweep, ["init", "fraction"], METRICS)
         tables["label-fraction runs (linear probe)"] = sweep
@@ -250,6 +345,6 @@ def run(args) -> None:
     report = write_report(args.out, metrics, tables, figures, title)
     for row in metrics["classification"]:
         print(f"{row['init']:<12} {row['method']:<15} accuracy {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}"
-              f"  AUC {row['auc_mean']:.3f}")
+              f"  AUC {row['auc_mean']:.3f}  (n={row['n']})")
     print(f"report: {report}")
     print(f"metrics: {args.out / 'metrics.json'}")

@@ -91,3 +91,27 @@ def test_end_to_end_3d_ct(tmp_path, capsys):
     assert {r["method"] for r in saved["classification"] if r["init"] == "pretrained"} == {
         "knn_weighted", "knn_majority", "linear_probe", "mlp_probe"}
     assert "| pretrained | linear_probe | 1 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_folds_cross_validate_over_both_keys(cohort, tmp_path):
+    """--folds 3 pools training (9) and test (2) items: each probe has one row per fold, every item is tested
+    once (the summed confusion matrix counts 11), and the summary is mean ± std over the folds."""
+    content = json.loads(cohort[0].read_text())
+    assert (len(content["training"]), len(content["test"])) == (9, 2)
+    out = tmp_path / "folds"
+    assert evaluate(cohort, out, "--folds", "3", "--k", "3", "--probes", "knn_weighted", "linear_probe") == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    metrics, runs = saved["metrics"], saved["tables"]["runs (test items, one row per fold and seed)"]
+    assert {r["method"] for r in runs} == {"knn_weighted", "linear_probe"}
+    assert sorted(r["fold"] for r in runs if r["method"] == "knn_weighted") == [0, 1, 2]
+    assert sum(map(sum, metrics["confusion_matrices"]["SimCLR knn_weighted"])) == 11
+    row = next(r for r in metrics["classification"] if r["method"] == "knn_weighted")
+    accuracies = [r["accuracy"] for r in runs if r["method"] == "knn_weighted"]
+    assert row["n"] == 3 and row["accuracy_mean"] == pytest.approx(sum(accuracies) / 3)
+    assert metrics["setup"]["split"].startswith("3-fold") and metrics["setup"]["n_train"] == "7-8"
+
+
+def test_folds_larger_than_a_class_is_named(cohort, tmp_path, capsys):
+    assert evaluate(cohort, tmp_path, "--folds", "7") == 2
+    err = one_line_error(capsys)
+    assert "--folds 7 on datalist" in err and "at most the size of the smallest class" in err
