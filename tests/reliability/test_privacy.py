@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import socket
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-
-from medssl3d.demo import DemoSettings, run_demo
 
 from .dicom_files import data_prep_script, write_ct_series
 
@@ -86,30 +83,3 @@ def test_dicom_to_datalist_outputs_and_logs_hold_no_identifiers(tmp_path, capsys
         for where, text in texts.items():
             assert secret not in text, f"{secret!r} leaked into {where}"
         assert not any(secret in str(path) for path in written)
-
-
-def test_demo_runs_with_the_network_blocked(tmp_path, capsys, monkeypatch):
-    """The whole demo (synthesis, Genesis pretraining, nodule patches, fine-tuning, report) on a tiny cohort."""
-    attempts = []
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"network blocked by the test: connect to {address}")
-        return real_connect(self, address)  # local IPC (AF_UNIX) stays allowed
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError(f"network blocked by the test: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    settings = DemoSettings(out=tmp_path / "demo", cases=6, ct_size=(64, 64, 24), pretrain_epochs=1,
-                            crops_per_volume=2, finetune_epochs=1, fractions=(1.0,), seeds=(0,))
-    report = run_demo(settings)  # what `medssl3d demo` runs, at a size the CLI flags cannot reach
-    assert attempts == []
-    assert report.is_file() and (settings.out / "pretraining" / "encoder.pt").is_file()
-    assert "Traceback" not in capsys.readouterr().err
