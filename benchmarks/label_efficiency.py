@@ -1,0 +1,400 @@
+"""Label efficiency on MedMNIST v2 (PneumoniaMNIST 28², AdrenalMNIST3D 28³): self-supervised pretraining vs
+random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
+
+    python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
+                                          [--quick | --smoke-size] [--out benchmarks/label_efficiency.json]
+
+Per dataset:
+
+1. Pretraining on the training images WITHOUT labels, library only: ``medssl3d.networks.build_encoder``,
+   ``medssl3d.methods.build_method`` / ``build_multitask``, the pretext transforms of ``medssl3d.transforms``
+   in a MONAI ``Dataset`` over in-memory dicts, and ``medssl3d.engine.build_trainer`` (which writes the
+   encoder export ``encoder.pt``). One pretraining run (seed 0) per method.
+2. "scratch": the same network randomly initialised (seed 0) and exported, evaluated the same way.
+3. For each encoder, seed (0, 1, 2) and label fraction (``nested_label_fractions``, stratified and nested,
+   drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
+   fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same epochs, learning rate and
+   augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only; the
+   validation split is not used (fixed schedules, nothing is selected).
+
+Settings for 28-pixel images (why):
+
+* ResNet stem: ``conv1_t_size=3`` (a 7-wide kernel spans a quarter of a 28-pixel image; CIFAR-style ResNets
+  and the MedMNIST ResNet (28) baseline use 3). The full profile uses ``conv1_t_stride=1`` so the last stage
+  still has 2 pixels per side (28 -> 28 -> 14 -> 7 -> 4 -> 2); the quick profile keeps stride 2 (last stage
+  1 pixel) because stride 1 costs about 4x the compute, too much for 2 CPU cores. Stride 2 makes the
+  encoder's total stride 32 > 28, so the methods' ``min_input_size`` is lowered to 16 there.
+* Contrastive views: the library chains (``xray_views_2d``, ``ct_mri_views_3d``) with crops of 50-100 % of
+  the area (sides 20-28 px in 2D; 35-100 % of the volume, sides 20-28 px in 3D) resized back to 28, no
+  elastic deformation, and WITHOUT the Gaussian blur (sigma up to 2 px erases most of a 28-pixel image).
+* Models Genesis: published probabilities; local pixel shuffling windows scaled to the image (the published
+  10,000 windows are for 64x64x32 = 131k voxels; here ``10000 * voxels / 131072``, at least 50); window
+  sides 1-2 px (``dim // 10``), painting boxes as published (sides dim/6..dim/3, 3 px border).
+* Rotation prediction: 4 classes in 2D, 10 in 3D, on the whole (square/cubic) image.
+* Fine-tuning augmentation: random flips (2D: left-right only; 3D: every axis), per sample.
+
+Profiles (``PROFILES``): ``--quick`` fits in about 20 min on 2 idle CPU cores (fewer methods and iterations);
+the default "full" profile runs every method for longer (a GPU is used when available); ``--smoke-size`` is
+for the tests (1-2 iterations). Output: a JSON with every per-seed record, the mean ± std summary and the
+markdown tables; records of datasets not run now are kept from an existing ``--out`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import (
+    Compose,
+    RandGaussianSmooth,
+    RandScaleCropd,
+    Resized,
+)
+
+from medssl3d.atomic import write_json_atomic
+from medssl3d.engine import (
+    build_optimizer,
+    build_trainer,
+    export_encoder,
+    warmup_cosine_schedule,
+)
+from medssl3d.evaluation import (
+    classification_metrics,
+    extract_features,
+    fine_tune_classifier,
+    knn_classify,
+    linear_probe,
+    markdown_table,
+    nested_label_fractions,
+    predict_proba,
+    summarize_runs,
+)
+from medssl3d.methods import build_method
+from medssl3d.methods.multitask import build_multitask
+from medssl3d.networks import build_encoder
+from medssl3d.prep.medmnist import load_medmnist
+from medssl3d.transfer import build_classifier
+from medssl3d.transforms import (
+    MultiViewd,
+    RandGenesisCorruptiond,
+    RandRotationPredictiond,
+)
+from medssl3d.transforms.views import ct_mri_views_3d, xray_views_2d
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
+DEFAULT_OUT = REPO / "benchmarks" / "label_efficiency.json"
+METRICS = ("auc", "accuracy", "f1_weighted")
+FRACTIONS = (0.01, 0.1, 1.0)
+SEEDS = (0, 1, 2)
+
+# Published supervised baselines, 100 % labels, official test split (MedMNIST v2, Yang et al. 2023).
+BASELINES = {
+    "pneumoniamnist": [("ResNet-18 (28)", 0.944, 0.854), ("ResNet-50 (28)", 0.948, 0.854),
+                       ("auto-sklearn", 0.942, 0.855)],
+    "adrenalmnist3d": [("ResNet-18+3D", 0.827, 0.721), ("ResNet-50+3D", 0.828, 0.745),
+                       ("ResNet-18+ACS", 0.839, 0.754), ("auto-sklearn", 0.828, 0.802)],
+}
+
+# Every experiment setting lives here. "methods" per spatial dims; "epochs": fine-tuning epochs per label
+# fraction; "pretrain_iterations" per spatial dims (iterations of "pretrain_batch" images); "workers": data
+# loader processes for the pretext transforms (0 on a 2-core machine; the GPU is fed by several).
+PROFILES = {
+    "full": {
+        "name": "full", "encoder": "resnet18", "encoder_kwargs": {"conv1_t_stride": 1, "conv1_t_size": 3},
+        "methods": {2: ("genesis", "simclr", "vicreg", "rotation", "multitask"),
+                    3: ("genesis", "simclr", "vicreg", "rotation", "multitask")},
+        "pretrain_iterations": {2: 3000, 3: 2000}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
+        "epochs": {0.01: 100, 0.1: 40, 1.0: 20}, "finetune_batch": 64, "finetune_lr": 1e-3, "workers": 8,
+    },
+    "quick": {
+        "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
+        "methods": {2: ("simclr", "genesis"), 3: ("simclr",)},
+        "pretrain_iterations": {2: 100, 3: 40}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
+        "epochs": {0.01: 20, 0.1: 3, 1.0: 1}, "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
+    },
+    "smoke": {
+        "name": "smoke", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
+        "methods": {2: ("rotation", "multitask"), 3: ("vicreg",)},
+        "pretrain_iterations": {2: 2, 3: 1}, "pretrain_batch": {2: 8, 3: 4}, "pretrain_lr": 1e-3,
+        "epochs": {0.01: 1, 0.1: 1, 1.0: 1}, "finetune_batch": 16, "finetune_lr": 1e-3, "workers": 0,
+    },
+}
+MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
+# VICReg's published 8192-wide expander has 134M parameters: far too many for 28-pixel data and a CPU.
+METHOD_ARGS = {"vicreg": {"expander_dim": 2048}}
+
+
+def _no_blur(chain: Compose) -> Compose:
+    """The library view chain without its Gaussian blur (sigma up to 2 px is too strong at 28 px)."""
+    return Compose([t for t in chain.transforms if not isinstance(t, RandGaussianSmooth)])
+
+
+def view_chain(dims: int, size: int) -> Compose:
+    """Contrastive view chain for ``size``-pixel 2D radiographs or 3D volumes (see module docstring)."""
+    if dims == 2:
+        return _no_blur(xray_views_2d((size, size), crop_scale=(0.5, 1.0)))
+    return _no_blur(ct_mri_views_3d((size,) * 3, crop_scale=(0.35, 1.0), elastic=False))
+
+
+def pretext_transform(method: str, dims: int, size: int) -> Compose:
+    """The MONAI chain turning ``{"image": (1, *spatial)}`` into what ``method`` learns from."""
+    voxels = size**dims
+    genesis = RandGenesisCorruptiond(keys="image", target_key="target",
+                                     num_windows=max(50, round(10000 * voxels / (64 * 64 * 32))))
+    views = MultiViewd(keys="image", view_transform=view_chain(dims, size), num_views=2)
+    if method == "genesis":
+        return Compose([genesis])
+    if method in ("simclr", "dcl", "vicreg", "simsiam"):
+        return Compose([views])
+    if method == "rotation":  # light crop + resize so the rotation is not read off the image border alone
+        return Compose([RandScaleCropd("image", roi_scale=0.8, max_roi_scale=1.0, random_size=True),
+                        Resized("image", (size,) * dims, mode="bilinear" if dims == 2 else "trilinear"),
+                        RandRotationPredictiond("image", spatial_dims=dims)])
+    if method == "multitask":  # views from the original image first, then the corruption overwrites "image"
+        return Compose([views, genesis])
+    raise ValueError(f"label_efficiency: no pretext transform for method {method!r}.")
+
+
+def build_ssl(method: str, encoder, min_input_size: int | None):
+    """The method module on ``encoder`` (rotation: 4 classes in 2D, 10 in 3D; multitask: genesis + simclr)."""
+    if method == "multitask":
+        args = {task: {**METHOD_ARGS.get(task, {}), "min_input_size": min_input_size} for task in MULTITASK}
+        return build_multitask(MULTITASK, encoder, method_args=args)
+    return build_method(method, encoder, min_input_size=min_input_size, **METHOD_ARGS.get(method, {}))
+
+
+def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str) -> tuple[Path, float]:
+    """Pretrain ``method`` on ``images`` (N, 1, *spatial) without labels; return (encoder export, seconds)."""
+    dims, size = images.ndim - 2, images.shape[-1]
+    torch.manual_seed(0)
+    encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
+    min_input = 16 if encoder.feature_strides[-1] > size else None
+    ssl = build_ssl(method, encoder, min_input)
+    transform = pretext_transform(method, dims, size)
+    transform.set_random_state(seed=0)
+    dataset = Dataset([{"image": image} for image in images], transform=transform)
+    batch = min(profile["pretrain_batch"][dims], len(images))
+    generator = torch.Generator().manual_seed(0)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=profile["workers"] if device != "cpu" else 0, generator=generator)
+    iterations = profile["pretrain_iterations"][dims]
+    optimizer = build_optimizer("adamw", ssl.parameters(), lr=profile["pretrain_lr"], weight_decay=1e-4)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps=iterations // 10, total_steps=iterations)
+    metadata = {"patch_size": [size] * dims, "encoder_kwargs": profile["encoder_kwargs"], "method": method}
+    trainer = build_trainer(ssl, loader, optimizer, out_dir, max_iterations=iterations, device=device,
+                            scheduler=scheduler, checkpoint_every=iterations, resume=False,
+                            export_metadata=metadata, spread_key=None, progress_bar=False, log_every=iterations)
+    start = time.perf_counter()
+    trainer.run()
+    return out_dir / "encoder.pt", time.perf_counter() - start
+
+
+def random_init_export(images: np.ndarray, profile: dict, out_dir: Path) -> Path:
+    """The scratch baseline: the same encoder, randomly initialised (seed 0), as an encoder export."""
+    torch.manual_seed(0)
+    dims = images.ndim - 2
+    encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
+    return export_encoder(encoder, out_dir / "encoder.pt", patch_size=[images.shape[-1]] * dims,
+                          encoder_kwargs=profile["encoder_kwargs"], method="random-init")
+
+
+def flip_augment(dims: int):
+    """Per-sample random flips of a batch (B, C, *spatial): 2D left-right only, 3D every axis (p = 0.5)."""
+    axes = (-1,) if dims == 2 else (-3, -2, -1)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        for axis in axes:
+            flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, *([1] * (x.ndim - 1)))
+            x = torch.where(flip, x.flip(axis), x)
+        return x
+
+    return augment
+
+
+def epochs_for(profile: dict, fraction: float) -> int:
+    """Fine-tuning epochs at ``fraction``: the profile's entry for the largest listed fraction <= it."""
+    listed = sorted(profile["epochs"])
+    return profile["epochs"][max([f for f in listed if f <= fraction + 1e-9], default=listed[0])]
+
+
+def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fractions, seeds, device: str,
+                     dataset: str) -> list[dict]:
+    """kNN, linear probe and fine-tuning of one encoder export at every fraction and seed; test metrics."""
+    (train_x, train_y), (test_x, test_y) = splits["training"], splits["test"]
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    dims = train_x.ndim - 2
+    frozen = build_classifier(num_classes, pretrained_encoder=export).encoder
+    as_items = lambda x, y: [{"image": image, "class": int(label)} for image, label in zip(x, y)]
+    train_f, _ = extract_features(frozen, as_items(train_x, train_y), batch_size=256, device=device)
+    test_f, _ = extract_features(frozen, as_items(test_x, test_y), batch_size=256, device=device)
+    records = []
+
+    def record(kind, fraction, seed, n, probs, seconds):
+        metrics = classification_metrics(test_y, probs, num_classes)
+        records.append({"dataset": dataset, "profile": profile["name"], "init": init, "eval": kind, "fraction": fraction, "seed": seed,
+                        "n_labels": int(n), **{m: metrics[m] for m in METRICS}, "seconds": round(seconds, 2)})
+
+    for seed in seeds:
+        for fraction, index in nested_label_fractions(train_y, fractions, seed=seed).items():
+            start = time.perf_counter()
+            probs = knn_classify(train_f[index], train_y[index], test_f, k=200, num_classes=num_classes)
+            record("knn", fraction, seed, len(index), probs, time.perf_counter() - start)
+            start = time.perf_counter()
+            probs = linear_probe(train_f[index], train_y[index], test_f, seed=seed, num_classes=num_classes)
+            record("linear", fraction, seed, len(index), probs, time.perf_counter() - start)
+            start = time.perf_counter()
+            torch.manual_seed(seed)  # the classification head's initialisation
+            model = build_classifier(num_classes, pretrained_encoder=export, mode="full")
+            model = fine_tune_classifier(model, train_x[index], train_y[index], epochs=epochs_for(profile, fraction),
+                                         batch_size=profile["finetune_batch"], lr=profile["finetune_lr"],
+                                         seed=seed, device=device, augment=flip_augment(dims))
+            probs = predict_proba(model, test_x, batch_size=256, device=device)
+            record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start)
+            print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
+                  + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-3:]), flush=True)
+    return records
+
+
+def markdown(summary: list[dict], dataset: str) -> str:
+    """One table: a row per (evaluation, init), AUC/ACC/F1 mean ± std per label fraction."""
+    rows = []
+    fractions = sorted({r["fraction"] for r in summary if r["dataset"] == dataset})
+    cell = lambda r, m: f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
+    keyed = {(r["eval"], r["init"], r["fraction"]): r for r in summary if r["dataset"] == dataset}
+    for kind in ("knn", "linear", "finetune"):
+        for init in dict.fromkeys(r["init"] for r in summary if r["dataset"] == dataset):
+            row = {"evaluation": {"knn": "kNN (k=200)", "linear": "linear probe", "finetune": "fine-tune"}[kind],
+                   "init": init}
+            for fraction in fractions:
+                r = keyed.get((kind, init, fraction))
+                for metric, name in zip(METRICS, ("AUC", "ACC", "F1")):
+                    row[f"{fraction:.0%} {name}"] = cell(r, metric) if r else "n/a"
+            rows.append(row)
+    for name, auc, acc in BASELINES.get(dataset, []):
+        row = {"evaluation": "published, supervised", "init": name}
+        for fraction in fractions:
+            for metric, value in zip(("AUC", "ACC", "F1"), (auc, acc, None)):
+                row[f"{fraction:.0%} {metric}"] = f"{value:.3f}" if fraction == 1.0 and value is not None else ""
+        rows.append(row)
+    return markdown_table(rows)
+
+
+def targets(summary: list[dict], dataset: str) -> dict:
+    """The two targets: best SSL fine-tune/probe AUC at 10 % vs ResNet-18 (28/3D) with 100 %, and SSL minus
+    scratch AUC (best over evaluations of each) at 1 % and 10 %."""
+    rows = [r for r in summary if r["dataset"] == dataset]
+    ssl = [r for r in rows if r["init"] != "scratch"]
+    out = {}
+    reference = BASELINES[dataset][0] if dataset in BASELINES else None
+    at10 = [r for r in ssl if r["fraction"] == 0.1]
+    if reference and at10:
+        best = max(at10, key=lambda r: r["auc_mean"])
+        out["best_ssl_at_10pct"] = {"init": best["init"], "eval": best["eval"], "auc": best["auc_mean"],
+                                    "accuracy": best["accuracy_mean"], "reference": reference[0],
+                                    "reference_auc": reference[1], "reference_accuracy": reference[2],
+                                    "met": best["auc_mean"] >= reference[1] and best["accuracy_mean"] >= reference[2]}
+    for fraction in (0.01, 0.1):
+        for kind in ("knn", "linear", "finetune"):
+            scratch = [r for r in rows if r["init"] == "scratch" and r["fraction"] == fraction and r["eval"] == kind]
+            others = [r for r in ssl if r["fraction"] == fraction and r["eval"] == kind]
+            if scratch and others:
+                best = max(others, key=lambda r: r["auc_mean"])
+                gain = best["auc_mean"] - scratch[0]["auc_mean"]
+                out[f"ssl_minus_scratch_auc_{fraction:.0%}_{kind}"] = {"init": best["init"], "gain": gain,
+                                                                       "met": gain >= 0.03}
+    return out
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    if data_dir is not None:
+        path = Path(data_dir)
+    elif DEFAULT_DATA_DIR.is_dir():
+        path = DEFAULT_DATA_DIR
+    else:
+        raise SystemExit(f"label_efficiency: no data folder given and the default {DEFAULT_DATA_DIR} does not "
+                         "exist; pass --data-dir DIR, the folder holding pneumoniamnist.npz / adrenalmnist3d.npz.")
+    if not path.is_dir():
+        raise SystemExit(f"label_efficiency: --data-dir {path} is not a folder.")
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help=f"folder with <dataset>.npz (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "adrenalmnist3d"])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="≈ 20 min on 2 CPU cores (see PROFILES)")
+    group.add_argument("--smoke-size", action="store_true", help="1-2 iterations, for the tests")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
+    parser.add_argument("--work-dir", help="where encoder exports go (default: a temporary folder)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    args = parser.parse_args(argv)
+    profile_name = "quick" if args.quick else "smoke" if args.smoke_size else "full"
+    profile = PROFILES[profile_name]
+    torch.set_num_threads(args.threads)
+    data_dir = resolve_data_dir(args.data_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fractions = sorted(set(args.fractions))
+    out = Path(args.out)
+    run_info = {"profile": profile_name, "settings": profile, "fractions": fractions, "seeds": args.seeds,
+                "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "device": device, "torch_threads": torch.get_num_threads(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    result: dict = {}
+    records_done, runs_done = [], {}  # this run's records and timings, of the datasets finished so far
+    with tempfile.TemporaryDirectory(prefix="label_efficiency_") as tmp:
+        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        for dataset in args.datasets:
+            started = time.perf_counter()
+            path = data_dir / f"{dataset}.npz"
+            if not path.is_file():
+                raise SystemExit(f"label_efficiency: {path} not found; --data-dir must hold {dataset}.npz.")
+            splits = load_medmnist(path)
+            train_x = splits["training"][0]
+            dims = train_x.ndim - 2
+            exports = {"scratch": random_init_export(train_x, profile, work / dataset / "scratch")}
+            pretrain_seconds = {}
+            for method in profile["methods"][dims]:
+                print(f"{dataset}: pretraining {method}", flush=True)
+                exports[method], pretrain_seconds[method] = pretrain(method, train_x, profile,
+                                                                     work / dataset / method, device)
+                print(f"{dataset}: {method} pretrained in {pretrain_seconds[method]:.0f} s", flush=True)
+            records = []
+            for init, export in exports.items():
+                records += evaluate_encoder(init, export, splits, profile, fractions, args.seeds, device, dataset)
+            records_done += records
+            runs_done[dataset] = {**run_info, "seconds": round(time.perf_counter() - started, 1),
+                                  "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},
+                                  "load_average_at_end": [round(v, 1) for v in os.getloadavg()]}
+            # re-read --out now: another process may have written other datasets meanwhile; keep those
+            previous = json.loads(out.read_text()) if out.is_file() else {}
+            result["records"] = [r for r in previous.get("records", []) if r["dataset"] not in args.datasets]
+            result["records"] += records_done
+            result["runs"] = {d: v for d, v in previous.get("runs", {}).items() if d not in args.datasets}
+            result["runs"].update(runs_done)
+            summary = summarize_runs(result["records"], ["dataset", "init", "eval", "fraction"], METRICS)
+            result["summary"] = summary
+            result["tables"] = {d: markdown(summary, d) for d in dict.fromkeys(r["dataset"] for r in summary)}
+            result["targets"] = {d: targets(summary, d) for d in result["tables"]}
+            write_json_atomic(result, out)  # after each dataset, so a long run keeps what it finished
+            print(f"{dataset}: done in {result['runs'][dataset]['seconds']:.0f} s\n{result['tables'][dataset]}",
+                  flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
