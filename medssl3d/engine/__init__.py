@@ -18,5 +18,6 @@ from .ema import MomentumUpdate, cosine_momentum
 from .export import EXPORT_FORMAT, INPUT_KEYS, EncoderExport, export_encoder, load_encoder_export, read_encoder_export
 from .monitor import EmbeddingSpread, TrainingMonitor, embedding_spread
 from .optim import OPTIMIZERS, build_optimizer, warmup_cosine_schedule
+from .resume import SUPERVISED_CHECKPOINT_FORMAT, SupervisedResume
 from .step import SSLStep, StepEvents, move_to_device
-from .trainer import SSLTrainer, build_trainer
+from .trainer import SSLTrainer, build_trainer, parse_flag

@@ -38,7 +38,7 @@ from .export import EncoderExport
 from .monitor import TrainingMonitor
 from .step import SSLStep, StepEvents
 
-__all__ = ["SSLTrainer", "build_trainer"]
+__all__ = ["SSLTrainer", "build_trainer", "parse_flag"]
 
 
 class SSLTrainer(Trainer):
@@ -109,14 +109,15 @@ class SSLTrainer(Trainer):
         restore_rng_state(now, self.data_loader)
 
 
-def _flag(value: Any, name: str) -> bool:
+def parse_flag(value: Any, name: str) -> bool:
     """A switch given as a bool, 0/1, or a command-line string: ``monai.bundle run --resume false`` passes the
-    string ``'false'``, which Python would take as true."""
+    string ``'false'``, which Python would take as true. ``name`` (e.g. ``"build_trainer: resume"``) is named
+    in the error."""
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
-    raise ValueError(f"build_trainer: {name} must be true or false, got {value!r}.")
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 _EMPTY = "SSLTrainer: training data is empty: the data loader yields no batches"
@@ -202,7 +203,8 @@ def build_trainer(
         spread_key, spread_every: batch key embedded for the collapse statistic (``None``: off), and how often.
         handlers: further ignite/MONAI handlers, attached last.
     """
-    resume, progress_bar = _flag(resume, "resume"), _flag(progress_bar, "progress_bar")
+    resume = parse_flag(resume, "build_trainer: resume")
+    progress_bar = parse_flag(progress_bar, "build_trainer: progress_bar")
     output_dir = Path(output_dir)
     wrapper = method
     method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper

@@ -1,0 +1,201 @@
+"""Kill-safe resume for the fine-tuning bundles, which train with MONAI's ``SupervisedTrainer``.
+
+:class:`SupervisedResume` writes ``<directory>/checkpoint_last.pt`` every ``every`` iterations and at the end, and
+restores it when training starts again. Checkpoints are taken mid-epoch too, and the resumed run replays the
+interrupted data iterator (the :class:`medssl3d.engine.trainer.SSLTrainer` idea, done here with ignite events
+because ``SupervisedTrainer`` cannot be subclassed from a bundle): when ignite creates a data iterator (the first
+epoch's, or a new one after ``DATALOADER_STOP_ITERATION``) all RNGs are snapshotted (:func:`capture_rng_state`:
+Python, NumPy, torch, the loader's ``generator``, its dataset's random transforms); the checkpoint stores that
+snapshot and how many batches the iterator has yielded. On resume the iterator is created again from the
+snapshot (by ignite's ``Engine._setup_engine``, which also counts the epoch's iterations already done), advanced by
+that many batches, and the checkpoint's RNGs are restored, so data order, augmentations and weights continue as
+in the uninterrupted run: with ``num_workers=0`` and deterministic CPU settings the losses are identical. The
+cost is loading up to one pass of batches again. As in ``SSLTrainer``, with ``num_workers > 0`` the workers'
+transforms are reseeded from the loader's generator; ``persistent_workers`` is not covered.
+
+A checkpoint that falls on an epoch end is written at ``EPOCH_COMPLETED``, after the validation and the LR
+schedule step of that epoch (so attach this handler after ``ValidationHandler``/``LrScheduleHandler``), so the
+resumed run starts the next epoch exactly where the interrupted one would have. Not restored: the running
+training metric of an interrupted epoch (it then covers the batches after the resume only).
+
+File content (``weights_only`` loadable): ``{"format", "iteration", "epoch_length", "network", "optimizer",
+"scheduler", "scaler", "rng", "iterator_rng", "iterator_batches", "validator", "best_model"}``. Only DDP rank 0
+writes; every rank reads it (the output folder must be shared).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from .checkpoint import (
+    capture_rng_state,
+    is_main_process,
+    remove_partial_files,
+    restore_rng_state,
+    safe_torch_load,
+    torch_save_atomic,
+)
+from .trainer import parse_flag
+
+__all__ = ["SUPERVISED_CHECKPOINT_FORMAT", "SupervisedResume"]
+
+SUPERVISED_CHECKPOINT_FORMAT = "medssl3d-supervised-checkpoint-v1"
+_ADVICE = "Delete it, or train with --resume false or another output_dir."
+
+
+class SupervisedResume:
+    """Ignite handler: full training state to ``<directory>/checkpoint_last.pt`` and exact resume from it.
+
+    Args:
+        directory: folder of ``checkpoint_last.pt`` (bundles: ``<output_dir>/checkpoints``).
+        network, optimizer: the trained network and its optimiser.
+        lr_scheduler: saved/restored with them, if given.
+        every: iterations between checkpoints (plus one at the end of training).
+        resume: restore ``checkpoint_last.pt`` at ``STARTED`` when it exists; ``False`` starts over (the file is
+            overwritten by the next checkpoint).
+        validator: the validation evaluator, whose ``best_metric``/``best_metric_epoch`` are kept.
+        best_model_saver: the validator's key-metric ``CheckpointSaver`` (``model.pt``), whose list of the best
+            scores is kept, so a resumed run does not replace the best model by a worse one.
+
+    The engine's ``scaler`` (AMP) and data loader are taken from the engine.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any = None,
+        every: int = 100,
+        resume: bool | str = True,
+        validator: Engine | None = None,
+        best_model_saver: Any = None,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"SupervisedResume: every must be a positive int, got {every!r}.")
+        self.directory = Path(directory)
+        self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
+        self.every, self.resume = every, parse_flag(resume, "SupervisedResume: resume")
+        self.validator, self.best_model_saver = validator, best_model_saver
+        self._iterator_rng: dict | None = None  # RNGs when the current data iterator was created
+        self._iterator_start = 0  # engine iteration at that moment
+        self._replay: dict | None = None  # loaded checkpoint whose data iterator the next epoch start rebuilds
+        self._saved_iteration: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "checkpoint_last.pt"
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, self._snapshot)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    # ---- the data iterator ------------------------------------------------------------------------------------
+    def _snapshot(self, engine: Engine) -> None:
+        """RNGs just before ignite creates a data iterator."""
+        self._iterator_rng, self._iterator_start = capture_rng_state(engine.data_loader), engine.state.iteration
+
+    def _epoch_started(self, engine: Engine) -> None:
+        if self._replay is not None:
+            self._rebuild_iterator(engine)
+        elif self._iterator_rng is None:  # first epoch of a fresh run: ignite creates the iterator right after
+            self._snapshot(engine)
+
+    def _rebuild_iterator(self, engine: Engine) -> None:
+        """Create the interrupted run's data iterator from its RNG snapshot and draw the batches it had yielded
+        (ignite's own creation, then skipped, also sets its count of the epoch's iterations done)."""
+        data, self._replay = self._replay, None
+        now = capture_rng_state(engine.data_loader)
+        restore_rng_state(data["iterator_rng"], engine.data_loader)
+        engine._setup_engine()  # ignite: creates engine._dataloader_iter, counts iteration % epoch_length as done
+        for _ in range(data["iterator_batches"]):
+            next(engine._dataloader_iter)
+        restore_rng_state(now, engine.data_loader)
+        self._iterator_rng, self._iterator_start = data["iterator_rng"], data["iteration"] - data["iterator_batches"]
+
+    # ---- saving -----------------------------------------------------------------------------------------------
+    def _iteration_completed(self, engine: Engine) -> None:
+        if engine.state.iteration % engine.state.epoch_length:  # epoch ends are saved after the epoch's handlers
+            self.save(engine)
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        if engine.state.iteration % self.every == 0:
+            self.save(engine)
+
+    def state_dict(self, engine: Engine) -> dict:
+        scaler = getattr(engine, "scaler", None)
+        saver = getattr(self.best_model_saver, "_key_metric_checkpoint", None)  # MONAI keeps ignite's Checkpoint here
+        return {
+            "format": SUPERVISED_CHECKPOINT_FORMAT,
+            "iteration": engine.state.iteration,
+            "epoch_length": engine.state.epoch_length,
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "scaler": None if scaler is None else scaler.state_dict(),
+            "rng": capture_rng_state(engine.data_loader),
+            "iterator_rng": self._iterator_rng,
+            "iterator_batches": engine.state.iteration - self._iterator_start,
+            "validator": None if self.validator is None else {
+                "best_metric": float(self.validator.state.best_metric),
+                "best_metric_epoch": int(self.validator.state.best_metric_epoch)},
+            "best_model": None if saver is None else [[float(p), str(f)] for p, f in saver.state_dict()["_saved"]],
+        }
+
+    def save(self, engine: Engine) -> None:
+        """Write ``checkpoint_last.pt`` atomically (rank 0), once per iteration."""
+        if self._saved_iteration == engine.state.iteration:
+            return
+        self._saved_iteration = engine.state.iteration
+        if is_main_process():
+            torch_save_atomic(self.state_dict(engine), self.path)
+
+    # ---- resuming ---------------------------------------------------------------------------------------------
+    def start(self, engine: Engine) -> None:
+        """Remove what killed writers left (rank 0) and, with ``resume``, restore ``checkpoint_last.pt``."""
+        if is_main_process() and self.directory.is_dir():
+            remove_partial_files(self.directory)
+        if self.resume and self.path.is_file():
+            self.load(engine)
+
+    def load(self, engine: Engine) -> None:
+        path = self.path
+        data = safe_torch_load(path, "Fine-tuning checkpoint", _ADVICE)
+        if not isinstance(data, dict) or data.get("format") != SUPERVISED_CHECKPOINT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"'{path}' is not a medssl3d fine-tuning checkpoint: expected format "
+                             f"{SUPERVISED_CHECKPOINT_FORMAT!r}, found {found!r}. {_ADVICE}")
+        if data["epoch_length"] != engine.state.epoch_length:
+            raise ValueError(f"Fine-tuning checkpoint '{path}' was written with epoch_length {data['epoch_length']}, "
+                             f"this run has {engine.state.epoch_length}; resume needs the same data and batch_size. "
+                             f"{_ADVICE}")
+        try:
+            self.network.load_state_dict(data["network"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            if self.lr_scheduler is not None and data["scheduler"] is not None:
+                self.lr_scheduler.load_state_dict(data["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ValueError(f"Fine-tuning checkpoint '{path}' does not fit this run's network/optimizer "
+                             f"({type(exc).__name__}: {first}). {_ADVICE}") from exc
+        if getattr(engine, "scaler", None) is not None and data["scaler"]:
+            engine.scaler.load_state_dict(data["scaler"])
+        if self.validator is not None and data["validator"] is not None:
+            self.validator.state.best_metric = data["validator"]["best_metric"]
+            self.validator.state.best_metric_epoch = data["validator"]["best_metric_epoch"]
+        if self.best_model_saver is not None and data["best_model"] is not None:
+            self.best_model_saver.load_state_dict({"_saved": [tuple(item) for item in data["best_model"]]})
+        restore_rng_state(data["rng"], engine.data_loader)
+        engine.state.iteration = data["iteration"]
+        engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
+        self._replay, self._saved_iteration = data, data["iteration"]
+        engine.logger.info(f"Resumed from '{path}' at iteration {data['iteration']}.")
