@@ -1,31 +1,31 @@
 """Speed of the Models Genesis corruptions on one CPU thread, in ms per cube (default 1x64x64x32).
 
-    python benchmarks/genesis_speed.py [--shape 64 64 32] [--repeats 300]
+    python benchmarks/genesis_speed.py [--shape 64 64 32] [--repeats 200] [--baseline OLD_genesis.py]
 
-Each operation is timed at probability 1, the full corruption at the published probabilities
+CPU time of the process (one thread), so other jobs inflate it only through shared caches. Each
+operation is timed at probability 1, the full corruption at the published probabilities
 (mean over ``--repeats`` cubes, best of 5 rounds), next to a plain per-window loop of local pixel shuffling (the
 published algorithm) for comparison. The batched torch path is timed on a batch of 8 on the CPU.
+``--baseline`` times another version of ``genesis.py`` (e.g. ``git show HEAD:medssl3d/transforms/genesis.py``)
+round by round alongside the current one, so that a before/after ratio survives other jobs on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import importlib.util  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from medssl3d.transforms.genesis import (  # noqa: E402
-    RandBezierIntensity,
-    RandGenesisCorruption,
-    RandLocalPixelShuffle,
-    RandPainting,
-)
+from medssl3d.transforms.genesis import RandGenesisCorruption  # noqa: E402
 
 
 def per_window_shuffle(image: np.ndarray, rng: np.random.Generator, num_windows: int = 10000) -> np.ndarray:
@@ -41,31 +41,55 @@ def per_window_shuffle(image: np.ndarray, rng: np.random.Generator, num_windows:
 
 
 def ms_per_call(fn, repeats: int, rounds: int = 5) -> float:
-    """Mean ms per call over ``repeats`` calls, best of ``rounds`` rounds (robust to other processes)."""
+    """Mean CPU ms per call over ``repeats`` calls, best of ``rounds`` rounds (robust to other processes)."""
     fn()
     best = float("inf")
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(repeats):
             fn()
-        best = min(best, (time.perf_counter() - start) / repeats * 1e3)
+        best = min(best, (time.process_time() - start) / repeats * 1e3)
     return best
+
+
+def operations(module) -> dict:
+    """The timed operations, built from a genesis module (the current one or a baseline)."""
+    return {
+        "local pixel shuffling (p=1)": module.RandLocalPixelShuffle(prob=1.0),
+        "Bezier intensity (p=1)": module.RandBezierIntensity(prob=1.0),
+        "in-painting (p=1)": module.RandPainting(prob=1.0, inpaint_prob=1.0),
+        "out-painting (p=1)": module.RandPainting(prob=1.0, inpaint_prob=0.0),
+        "full corruption (published p)": module.RandGenesisCorruption(),
+    }
+
+
+def compare(cube: np.ndarray, baseline_path: str, repeats: int, rounds: int = 9) -> None:
+    """Current against baseline, alternating every round; prints the medians and their ratio."""
+    spec = importlib.util.spec_from_file_location("genesis_baseline", baseline_path)
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    current = sys.modules[RandGenesisCorruption.__module__]
+    pairs = {name: (op, operations(baseline)[name]) for name, op in operations(current).items()}
+    print(f"current vs {baseline_path}: median of {rounds} alternating rounds, ms per cube")
+    for name, (new, old) in pairs.items():
+        new.set_random_state(0), old.set_random_state(0)
+        times = [[ms_per_call(lambda op=op: op(cube), repeats, 1) for op in (new, old)] for _ in range(rounds)]
+        new_ms, old_ms = np.median(times, axis=0)
+        print(f"  {name:34s} {new_ms:8.3f} {old_ms:8.3f}   ratio {new_ms / old_ms:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 32], help="spatial shape of the cube")
     parser.add_argument("--repeats", type=int, default=200, help="cubes per timing")
+    parser.add_argument("--baseline", help="another genesis.py to time alongside the current one")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cube = np.random.default_rng(0).random((1, *args.shape), dtype=np.float32)
-    ops = {
-        "local pixel shuffling (p=1)": RandLocalPixelShuffle(prob=1.0),
-        "Bezier intensity (p=1)": RandBezierIntensity(prob=1.0),
-        "in-painting (p=1)": RandPainting(prob=1.0, inpaint_prob=1.0),
-        "out-painting (p=1)": RandPainting(prob=1.0, inpaint_prob=0.0),
-        "full corruption (published p)": RandGenesisCorruption(),
-    }
+    if args.baseline:
+        compare(cube, args.baseline, args.repeats)
+        return
+    ops = operations(sys.modules[RandGenesisCorruption.__module__])
     print(f"cube {cube.shape} float32, 1 CPU thread, ms per cube")
     for name, op in ops.items():
         op.set_random_state(0)

@@ -48,6 +48,11 @@ __all__ = [
 _RANGE_TOL = 1e-6
 _BEZIER_POINTS = 4097  # curve samples and look-up-table size: |error| vs the published 100k-point curve ~1e-7
 _SEED_MAX = 2**32
+_BEZIER_GRID = np.linspace(0.0, 1.0, _BEZIER_POINTS)
+# Bernstein weights of the two control points and of (1, 1) at each curve sample; (0, 0) adds nothing
+_BEZIER_BASIS = np.stack(
+    [3 * _BEZIER_GRID * (1 - _BEZIER_GRID) ** 2, 3 * _BEZIER_GRID**2 * (1 - _BEZIER_GRID), _BEZIER_GRID**3]
+)
 _SCRATCH = threading.local()
 
 
@@ -86,9 +91,9 @@ def _check_prob(value: float, what: str) -> float:
 class _WindowPlan:
     """Per (image shape, largest window) tables for vectorised window shuffling.
 
-    Window shapes are grouped by volume ``n`` (no padding). For each shape, ``codes`` lists its voxels in
-    raster order as packed local coordinates (``code_bits`` bits in all) and ``offsets`` their flat offsets
-    from the window corner; ``luts`` map a code to its offset (int32 and int64 versions).
+    Window shapes are grouped by volume ``n`` (no padding): ``offsets[g]`` holds, for each shape of
+    volume ``widths[g]``, its voxels' flat offsets from the window corner in raster order; ``row`` is a
+    shape's row in its group's table. Shape ids are ``(sides - 1) @ side_strides``.
     """
 
     def __init__(self, spatial_shape: tuple[int, ...], max_sides: tuple[int, ...]):
@@ -100,26 +105,17 @@ class _WindowPlan:
         sides = np.stack(np.meshgrid(*[np.arange(1, s + 1) for s in max_sides], indexing="ij"), -1)
         sides = sides.reshape(-1, nd)  # row index == (sides - 1) @ side_strides
         self.offset_bits = max(1, int(((np.array(max_sides) - 1) * self.strides).sum()).bit_length())
-        axis_bits = np.array([int(s - 1).bit_length() for s in max_sides])
-        code_weights = 1 << np.concatenate([np.cumsum(axis_bits[::-1])[::-1][1:], [0]])
-        self.code_bits = int(axis_bits.sum())
-        local = np.indices(max_sides).reshape(nd, -1).T
-        lut = np.zeros(1 << self.code_bits, dtype=np.int64)
-        lut[local @ code_weights] = local @ self.strides
-        self.luts = {np.dtype(t): lut.astype(t) for t in (np.int32, np.int64)}
         self.volumes = sides.prod(1)
         self.widths = [int(n) for n in np.unique(self.volumes)]
         if len(self.widths) > 255:
             raise ValueError(f"RandLocalPixelShuffle: windows up to {max_sides} are too many shapes.")
-        self.group = np.searchsorted(self.widths, self.volumes).astype(np.uint8)
+        self.group = np.searchsorted(self.widths, self.volumes).astype(np.uint8)  # uint8: radix argsort
         self.row = np.zeros(len(sides), dtype=np.intp)
-        self.codes, self.offsets = [], []
+        self.offsets = []
         for g in range(len(self.widths)):
             members = np.flatnonzero(self.group == g)
             self.row[members] = np.arange(len(members))
-            codes = np.stack([np.indices(sides[m]).reshape(nd, -1).T @ code_weights for m in members])
-            self.codes.append(codes.astype(np.uint32 if self.code_bits <= 12 else np.uint64))
-            self.offsets.append(lut[codes].astype(np.intp))
+            self.offsets.append(np.stack([np.indices(sides[m]).reshape(nd, -1).T @ self.strides for m in members]))
         self.identity = np.arange(self.volume, dtype=np.int64)
 
     def padded_offsets(self) -> np.ndarray:
@@ -154,70 +150,72 @@ def _shuffle_windows(
     """Shuffle windows of ``flat`` (C, V) as the published loop does, in a few vectorised passes.
 
     The voxels ("slots") of all windows are laid out window after window, windows of equal volume ``n``
-    side by side as the rows of an ``(count, n)`` array. Each slot gets a sort key: uniform random bits
-    above, the packed local coordinates of its voxel below; sorting a row gives the window's permutation.
-    Keys of a row whose random parts are all distinct sort in a uniformly random order; a row where two
-    random parts coincide (or whose largest equals the next row's smallest; ~0.3 rows per call) is redrawn
-    until they differ. The redraw depends only on the row's set of random parts, so the permutation stays
-    exactly uniform, as in ``np.random.permutation``. Slot ``j`` of window ``k`` then takes the voxel of the ``j``-th sorted key;
-    one ``maximum.at`` over ``(k + 1) << S | source`` keeps, for each voxel, the last window covering it.
+    side by side as the rows of an ``(count, n)`` array. Each slot of window ``k`` (drawing order) gets a
+    63-bit key ``(k + 1) | random | voxel`` (high to low bits); sorting a row orders it by the random
+    bits, so the voxel of the ``j``-th sorted key is the source of slot ``j``. A row where two random
+    parts coincide (~1e-3 rows per call at 64x64x32) is redrawn until they differ; the redraw depends
+    only on the row's set of random parts, so the permutation stays exactly uniform, as in
+    ``np.random.permutation``. One ``maximum.at`` of the keys onto the slots' voxels keeps, for each
+    voxel, the key of the last window covering it; its low bits are the voxel's source.
     """
     num, volume = len(sizes), plan.volume
-    index_bits = int(volume - 1).bit_length()
-    if index_bits + int(num).bit_length() > 62:
+    index_bits, tag_bits = int(volume - 1).bit_length(), int(num).bit_length()
+    random_bits = min(32, 63 - index_bits - tag_bits)
+    if random_bits < 20:
         raise ValueError(f"RandLocalPixelShuffle: {num} windows on {volume} voxels overflow the 64-bit keys.")
-    value_type = np.int32 if index_bits + int(num).bit_length() <= 31 else np.int64
-    shape_id = (sizes - 1) @ plan.side_strides
+    sizes_t, starts_t = sizes.T, starts.T  # (nd, num): one contiguous row per axis as drawn by randomize
+    shape_id, corner = sizes_t[0] - 1, starts_t[0] * plan.strides[0]
+    for d in range(1, len(sizes_t)):
+        shape_id = shape_id * plan.max_sides[d] + (sizes_t[d] - 1)
+        corner = corner + starts_t[d] * plan.strides[d]
     group = plan.group[shape_id]
     order = np.argsort(group, kind="stable")  # windows grouped by volume, in drawing order within a group
     per_group = np.bincount(group, minlength=len(plan.widths))
-    counts = plan.volumes[shape_id[order]]
-    corner = (starts @ plan.strides)[order]
-    rows = plan.row[shape_id[order]]
+    shape_id = shape_id[order]
+    counts = plan.volumes[shape_id]
+    rows = plan.row[shape_id]
     total = int(counts.sum())
-    key_type = plan.codes[0].dtype
-    low = (1 << plan.code_bits) - 1
-    # sort keys: random bits with the low code_bits cleared, OR the slot's code
-    keys = rng.bit_generator.random_raw(total if key_type == np.uint64 else (total + 1) // 2)
-    keys = keys.view(key_type)[:total]
-    keys &= key_type.type(~low & np.iinfo(key_type).max)
-    codes = _scratch("codes", total, key_type)
-    dest = _scratch("dest", total, np.intp)
+    voxel = (1 << index_bits) - 1
+    random = rng.bit_generator.random_raw((total + 1) // 2).view(np.uint32)[:total]
+    if random_bits < 32:
+        random >>= 32 - random_bits
+    keys = np.left_shift(random, index_bits, out=_scratch("keys", total, np.int64), dtype=np.int64)
+    dest = _scratch("dest", total, np.int64)
     stop = pos = 0
     for g, count in enumerate(per_group):
         if count:
-            width, rows_g = plan.widths[g], rows[stop : stop + count]
-            part = slice(pos, pos + count * width)
-            np.take(plan.codes[g], rows_g, axis=0, out=codes[part].reshape(count, width), mode="clip")
-            np.take(plan.offsets[g], rows_g, axis=0, out=dest[part].reshape(count, width), mode="clip")
+            width = plan.widths[g]
+            rows_g, span = rows[stop : stop + count], dest[pos : pos + count * width]
+            np.take(plan.offsets[g], rows_g, axis=0, out=span.reshape(count, width))
             stop, pos = stop + count, pos + count * width
-    keys |= codes
+    base = np.repeat(((order + 1) << (index_bits + random_bits)) | corner[order], counts)  # tag | corner
+    dest += base
+    keys |= dest
+    dest &= voxel
     pos = 0
     for g, count in enumerate(per_group):
         width = plan.widths[g]
         if count and width > 1:
             keys[pos : pos + count * width].reshape(count, width).sort(axis=1)
         pos += count * width
-    # neighbours with equal random parts (XOR <= low): a tie in a row, or (harmless) across a row boundary
-    gaps = np.bitwise_xor(keys[1:], keys[:-1], out=_scratch("gaps", total - 1, key_type))
-    if total > 1 and gaps.min() <= low:
+    # neighbours with equal tag and random parts (XOR <= voxel): a tie in a row
+    gaps = np.bitwise_xor(keys[1:], keys[:-1], out=_scratch("gaps", total - 1, np.int64))
+    if total > 1 and gaps.min() <= voxel:
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        for tied in np.unique(np.searchsorted(bounds, np.flatnonzero(gaps <= low)[:, None] + [0, 1], "right") - 1):
+        kept = ~(((1 << random_bits) - 1) << index_bits)  # tag and voxel bits
+        for tied in np.unique(np.searchsorted(bounds, np.flatnonzero(gaps <= voxel), "right") - 1):
             a, b = bounds[tied], bounds[tied + 1]
             while True:
-                row = rng.bit_generator.random_raw(b - a).astype(key_type) & ~key_type.type(low) | codes[a:b]
+                fresh = (rng.bit_generator.random_raw(b - a) >> (64 - random_bits)).view(np.int64)
+                row = keys[a:b] & kept | fresh << index_bits
                 row.sort()
-                if b - a < 2 or (row[1:] ^ row[:-1]).min() > low:
+                if (row[1:] ^ row[:-1]).min() > voxel:
                     break
             keys[a:b] = row
-    keys &= key_type.type(low)
-    values = np.take(plan.luts[np.dtype(value_type)], keys, out=_scratch("values", total, value_type), mode="clip")
-    values += np.repeat((corner + ((order + 1) << index_bits)).astype(value_type), counts)
-    dest += np.repeat(corner.astype(value_type), counts)
-    owner = _scratch("owner", volume, value_type)
-    owner[:] = plan.identity  # voxels no window covers keep their place
-    np.maximum.at(owner, dest, values)
-    owner &= (1 << index_bits) - 1
+    owner = _scratch("owner", volume, np.int64)
+    owner[:] = plan.identity  # voxels no window covers keep their place (key 0 | voxel)
+    np.maximum.at(owner, dest, keys)
+    owner &= voxel
     return np.take(flat, owner, axis=1)
 
 
@@ -256,11 +254,12 @@ class RandLocalPixelShuffle(RandomizableTransform):
         super().randomize(None)
         if not self._do_transform:
             return
-        rng = np.random.default_rng(self.R.randint(_SEED_MAX, size=4))
-        shape = np.array(spatial_shape, dtype=np.int64)
-        uniform = rng.random((2, self.num_windows, len(shape)))
-        self.window_sizes = (uniform[0] * self.max_sides(shape)).astype(np.int64) + 1
-        self.window_starts = (uniform[1] * (shape - self.window_sizes + 1)).astype(np.int64)
+        rng = np.random.Generator(np.random.SFC64(self.R.randint(_SEED_MAX, size=4)))
+        shape = np.array(spatial_shape, dtype=np.int64)[:, None]
+        uniform = rng.random((2, len(shape), self.num_windows))  # axis-major: long contiguous rows
+        sizes = (uniform[0] * np.array(self.max_sides(spatial_shape))[:, None]).astype(np.int64) + 1
+        self.window_starts = (uniform[1] * (shape - sizes + 1)).astype(np.int64).T
+        self.window_sizes = sizes.T
         self._key_seed = rng.integers(_SEED_MAX, size=4)
 
     def _apply(self, array: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -289,10 +288,7 @@ def _bezier_samples(control: np.ndarray, inverted: bool) -> tuple[np.ndarray, np
     Both coordinates are monotone for control points in [0, 1]^2, so the curve is a mapping x -> y. The
     inverted mapping pairs x(t) with y(1 - t), as the published code does (it sorts x but not y).
     """
-    t = np.linspace(0.0, 1.0, _BEZIER_POINTS)
-    b1, b2, b3 = 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3
-    xs = b1 * control[0, 0] + b2 * control[1, 0] + b3
-    ys = b1 * control[0, 1] + b2 * control[1, 1] + b3
+    xs, ys = np.concatenate([control, np.ones((1, 2))]).T @ _BEZIER_BASIS
     return xs, ys[::-1] if inverted else ys
 
 
@@ -324,19 +320,18 @@ class RandBezierIntensity(RandomizableTransform):
         self.control_points = self.R.random_sample((2, 2))
         self.inverted = bool(self.R.random_sample() < self.invert_prob)
         xs, ys = _bezier_samples(self.control_points, self.inverted)
-        self.lut = np.interp(np.linspace(0.0, 1.0, _BEZIER_POINTS), xs, ys)
+        self.lut = np.interp(_BEZIER_GRID, xs, ys)
 
     def _apply(self, array: np.ndarray, inplace: bool = False) -> np.ndarray:
         lut = self.lut.astype(array.dtype)
         slope = np.append(np.diff(lut), 0).astype(array.dtype)  # x == 1 lands on the last entry
         out = np.multiply(array, _BEZIER_POINTS - 1, out=array if inplace else None, dtype=array.dtype)
-        floor = np.floor(out, out=_scratch("bezier_floor", out.size, out.dtype).reshape(out.shape))
-        np.maximum(floor, 0, out=floor)
         index = _scratch("bezier_index", out.size, np.intp).reshape(out.shape)
-        np.copyto(index, floor, casting="unsafe")
-        out -= floor
-        out *= np.take(slope, index, out=floor, mode="clip")
-        out += np.take(lut, index, out=floor, mode="clip")
+        np.copyto(index, out, casting="unsafe")  # truncation == floor for x >= 0 (and x > -1e-6 -> 0)
+        np.subtract(out, index, out=out, dtype=out.dtype, casting="unsafe")
+        part = _scratch("bezier_part", out.size, out.dtype).reshape(out.shape)
+        out *= np.take(slope, index, out=part, mode="clip")
+        out += np.take(lut, index, out=part, mode="clip")
         return out
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
