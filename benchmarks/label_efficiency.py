@@ -2,7 +2,7 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--quick | --smoke-size] [--out benchmarks/label_efficiency.json]
+                                          [--profile full|medium|quick|smoke] [--out FILE.json]
 
 Per dataset:
 
@@ -13,9 +13,10 @@ Per dataset:
 2. "scratch": the same network randomly initialised (seed 0) and exported, evaluated the same way.
 3. For each encoder, seed (0, 1, 2) and label fraction (``nested_label_fractions``, stratified and nested,
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
-   fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same epochs, learning rate and
-   augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only; the
-   validation split is not used (fixed schedules, nothing is selected).
+   fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
+   augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. The
+   quick and full profiles do not use the validation split (fixed schedules, nothing is selected); the
+   medium profile keeps, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
 
 Settings for 28-pixel images (why):
 
@@ -33,16 +34,22 @@ Settings for 28-pixel images (why):
 * Rotation prediction: 4 classes in 2D, 10 in 3D, on the whole (square/cubic) image.
 * Fine-tuning augmentation: random flips (2D: left-right only; 3D: every axis), per sample.
 
-Profiles (``PROFILES``): ``--quick`` fits in about 20 min on 2 idle CPU cores (fewer methods and iterations);
-the default "full" profile runs every method for longer (a GPU is used when available); ``--smoke-size`` is
-for the tests (1-2 iterations). Output: a JSON with every per-seed record, the mean ± std summary and the
+Profiles (``PROFILES``, ``--profile``): "quick" (``--quick``) fits in about 20 min on 2 idle CPU cores (fewer
+methods and iterations); "medium" as well, with one method per dataset (SimCLR 2D, Models Genesis 3D) trained
+longer and a better fine-tuning protocol: a budget of training SAMPLES per label fraction instead of epochs (so
+1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a pretrained init at
+``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch with the best
+validation AUC kept; the default "full" profile runs every method for longer (a GPU is used when available);
+"smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a JSON with every per-seed record, the mean ± std summary and the
 markdown tables; records of datasets not run now are kept from an existing ``--out`` file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
 import platform
 import sys
@@ -92,7 +99,8 @@ from medssl3d.transforms.views import ct_mri_views_3d, xray_views_2d
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
-DEFAULT_OUT = REPO / "benchmarks" / "label_efficiency.json"
+DEFAULT_OUT = {"full": "label_efficiency.json", "quick": "label_efficiency.json",
+               "medium": "label_efficiency_medium.json", "smoke": "label_efficiency_smoke.json"}
 METRICS = ("auc", "accuracy", "f1_weighted")
 FRACTIONS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
@@ -105,9 +113,13 @@ BASELINES = {
                        ("ResNet-18+ACS", 0.839, 0.754), ("auto-sklearn", 0.828, 0.802)],
 }
 
-# Every experiment setting lives here. "methods" per spatial dims; "epochs": fine-tuning epochs per label
-# fraction; "pretrain_iterations" per spatial dims (iterations of "pretrain_batch" images); "workers": data
-# loader processes for the pretext transforms (0 on a 2-core machine; the GPU is fed by several).
+# Every experiment setting lives here. "methods" per spatial dims; fine-tuning length per label fraction is
+# either "epochs" or "finetune_samples" (training samples drawn, per spatial dims, turned into whole epochs);
+# "pretrain_iterations" per spatial dims (iterations of "pretrain_batch" images); "workers": data loader
+# processes for the pretext transforms (0 on a 2-core machine; the GPU is fed by several). Fine-tuning
+# protocol: "class_balanced" (repeat-factor sampling), "encoder_lr_scale" (encoder lr / head lr, pretrained
+# inits only), "val_evaluations" (validation AUC measured about that many times per run, the best epoch kept;
+# 0: the last epoch, the validation split unused).
 PROFILES = {
     "full": {
         "name": "full", "encoder": "resnet18", "encoder_kwargs": {"conv1_t_stride": 1, "conv1_t_size": 3},
@@ -115,18 +127,30 @@ PROFILES = {
                     3: ("genesis", "simclr", "vicreg", "rotation", "multitask")},
         "pretrain_iterations": {2: 3000, 3: 2000}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
         "epochs": {0.01: 100, 0.1: 40, 1.0: 20}, "finetune_batch": 64, "finetune_lr": 1e-3, "workers": 8,
+        "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
+    },
+    "medium": {
+        "name": "medium", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
+        "methods": {2: ("simclr",), 3: ("genesis",)},
+        "pretrain_iterations": {2: 200, 3: 150}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
+        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
+        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
+        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
     },
     "quick": {
         "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
         "methods": {2: ("simclr", "genesis"), 3: ("simclr",)},
         "pretrain_iterations": {2: 100, 3: 40}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
         "epochs": {0.01: 20, 0.1: 3, 1.0: 1}, "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
+        "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
     },
     "smoke": {
         "name": "smoke", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
         "methods": {2: ("rotation", "multitask"), 3: ("vicreg",)},
         "pretrain_iterations": {2: 2, 3: 1}, "pretrain_batch": {2: 8, 3: 4}, "pretrain_lr": 1e-3,
-        "epochs": {0.01: 1, 0.1: 1, 1.0: 1}, "finetune_batch": 16, "finetune_lr": 1e-3, "workers": 0,
+        "finetune_samples": {2: {0.01: 8, 0.1: 8, 1.0: 40}, 3: {0.01: 4, 0.1: 4, 1.0: 20}},
+        "finetune_batch": 16, "finetune_lr": 1e-3, "workers": 0,
+        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 2,
     },
 }
 MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
@@ -221,28 +245,63 @@ def flip_augment(dims: int):
     return augment
 
 
-def epochs_for(profile: dict, fraction: float) -> int:
-    """Fine-tuning epochs at ``fraction``: the profile's entry for the largest listed fraction <= it."""
-    listed = sorted(profile["epochs"])
-    return profile["epochs"][max([f for f in listed if f <= fraction + 1e-9], default=listed[0])]
+def epochs_for(profile: dict, fraction: float, dims: int, n_labels: int) -> int:
+    """Fine-tuning epochs at ``fraction`` (``n_labels`` images): the profile's entry for the largest listed
+    fraction <= it, in epochs, or in samples turned into the fewest whole epochs covering them."""
+    table = profile["epochs"] if "epochs" in profile else profile["finetune_samples"][dims]
+    listed = sorted(table)
+    budget = table[max([f for f in listed if f <= fraction + 1e-9], default=listed[0])]
+    return budget if "epochs" in profile else max(1, math.ceil(budget / n_labels))
+
+
+def fine_tune(init: str, export: Path, train: tuple, val: tuple, profile: dict, fraction: float, seed: int,
+              num_classes: int, device: str) -> tuple[torch.nn.Module, int, int]:
+    """Fine-tune ``build_classifier(pretrained_encoder=export)`` on ``train`` = (images, labels) with the
+    profile's protocol; return (model, epochs run, epoch kept), epochs counted from 1. With
+    ``val_evaluations`` > 0 the weights of the evaluated epoch with the best AUC on ``val`` are kept."""
+    (x, y), (val_x, val_y) = train, val
+    dims = x.ndim - 2
+    epochs = epochs_for(profile, fraction, dims, len(y))
+    torch.manual_seed(seed)  # the classification head's initialisation
+    model = build_classifier(num_classes, pretrained_encoder=export, mode="full")
+    every = max(1, epochs // profile["val_evaluations"]) if profile["val_evaluations"] else 0
+    best = {"auc": -math.inf, "epoch": epochs, "state": None}
+
+    def keep_best(epoch: int, _loss: float) -> None:
+        if not every or ((epoch + 1) % every and epoch + 1 != epochs):
+            return
+        auc = classification_metrics(val_y, predict_proba(model, val_x, batch_size=256, device=device),
+                                     num_classes)["auc"]
+        model.train()  # predict_proba left it in eval mode
+        if auc > best["auc"]:
+            best.update(auc=auc, epoch=epoch + 1, state=copy.deepcopy(model.state_dict()))
+
+    encoder_lr = None if init == "scratch" else profile["finetune_lr"] * profile["encoder_lr_scale"]
+    model = fine_tune_classifier(model, x, y, epochs=epochs, batch_size=profile["finetune_batch"],
+                                 lr=profile["finetune_lr"], encoder_lr=encoder_lr, seed=seed, device=device,
+                                 augment=flip_augment(dims), class_balanced=profile["class_balanced"],
+                                 on_epoch_end=keep_best)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return model.eval(), epochs, best["epoch"]
 
 
 def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fractions, seeds, device: str,
                      dataset: str) -> list[dict]:
     """kNN, linear probe and fine-tuning of one encoder export at every fraction and seed; test metrics."""
     (train_x, train_y), (test_x, test_y) = splits["training"], splits["test"]
+    val = splits["validation"]
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    dims = train_x.ndim - 2
     frozen = build_classifier(num_classes, pretrained_encoder=export).encoder
     as_items = lambda x, y: [{"image": image, "class": int(label)} for image, label in zip(x, y)]
     train_f, _ = extract_features(frozen, as_items(train_x, train_y), batch_size=256, device=device)
     test_f, _ = extract_features(frozen, as_items(test_x, test_y), batch_size=256, device=device)
     records = []
 
-    def record(kind, fraction, seed, n, probs, seconds):
+    def record(kind, fraction, seed, n, probs, seconds, **extra):
         metrics = classification_metrics(test_y, probs, num_classes)
         records.append({"dataset": dataset, "profile": profile["name"], "init": init, "eval": kind, "fraction": fraction, "seed": seed,
-                        "n_labels": int(n), **{m: metrics[m] for m in METRICS}, "seconds": round(seconds, 2)})
+                        "n_labels": int(n), **{m: metrics[m] for m in METRICS}, "seconds": round(seconds, 2), **extra})
 
     for seed in seeds:
         for fraction, index in nested_label_fractions(train_y, fractions, seed=seed).items():
@@ -253,13 +312,11 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
             probs = linear_probe(train_f[index], train_y[index], test_f, seed=seed, num_classes=num_classes)
             record("linear", fraction, seed, len(index), probs, time.perf_counter() - start)
             start = time.perf_counter()
-            torch.manual_seed(seed)  # the classification head's initialisation
-            model = build_classifier(num_classes, pretrained_encoder=export, mode="full")
-            model = fine_tune_classifier(model, train_x[index], train_y[index], epochs=epochs_for(profile, fraction),
-                                         batch_size=profile["finetune_batch"], lr=profile["finetune_lr"],
-                                         seed=seed, device=device, augment=flip_augment(dims))
+            model, epochs, kept = fine_tune(init, export, (train_x[index], train_y[index]), val, profile, fraction,
+                                            seed, num_classes, device)
             probs = predict_proba(model, test_x, batch_size=256, device=device)
-            record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start)
+            record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start, epochs=epochs,
+                   epoch_kept=kept)
             print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
                   + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-3:]), flush=True)
     return records
@@ -334,22 +391,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", help=f"folder with <dataset>.npz (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "adrenalmnist3d"])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="≈ 20 min on 2 CPU cores (see PROFILES)")
-    group.add_argument("--smoke-size", action="store_true", help="1-2 iterations, for the tests")
+    group.add_argument("--profile", choices=sorted(PROFILES), default="full", help="settings (see PROFILES)")
+    group.add_argument("--quick", action="store_const", const="quick", dest="profile",
+                       help="= --profile quick (≈ 20 min on 2 CPU cores)")
+    group.add_argument("--smoke-size", action="store_const", const="smoke", dest="profile",
+                       help="= --profile smoke (1-2 iterations, for the tests)")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
     parser.add_argument("--work-dir", help="where encoder exports go (default: a temporary folder)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--out", help="result JSON (default benchmarks/label_efficiency.json for the full and "
+                        "quick profiles, benchmarks/label_efficiency_<profile>.json otherwise)")
     args = parser.parse_args(argv)
-    profile_name = "quick" if args.quick else "smoke" if args.smoke_size else "full"
+    profile_name = args.profile
     profile = PROFILES[profile_name]
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fractions = sorted(set(args.fractions))
-    out = Path(args.out)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / DEFAULT_OUT[profile_name]
     run_info = {"profile": profile_name, "settings": profile, "fractions": fractions, "seeds": args.seeds,
                 "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "device": device, "torch_threads": torch.get_num_threads(),

@@ -78,3 +78,39 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="not found; --data-dir must hold"):
         module.main(["--data-dir", str(tmp_path), "--smoke-size", "--datasets", "pneumoniamnist",
                      "--out", str(tmp_path / "r.json")])
+
+
+def test_finetune_records_keep_an_evaluated_epoch(smoke):
+    module, _, written = smoke
+    profile = module.PROFILES["smoke"]
+    for r in (r for r in written["records"] if r["eval"] == "finetune"):
+        dims = 2 if r["dataset"] == "pneumoniamnist" else 3
+        assert r["epochs"] == module.epochs_for(profile, r["fraction"], dims, r["n_labels"])
+        assert 1 <= r["epoch_kept"] <= r["epochs"]
+
+
+def test_sample_budget_becomes_the_fewest_epochs_covering_it():
+    module = _load_script()
+    medium = module.PROFILES["medium"]
+    for dims, fraction, n in ((3, 0.01, 12), (3, 0.1, 119), (3, 1.0, 1188), (2, 0.01, 47), (2, 0.1, 470)):
+        epochs = module.epochs_for(medium, fraction, dims, n)
+        budget = medium["finetune_samples"][dims][fraction]
+        assert epochs * n >= budget and (epochs == 1 or (epochs - 1) * n < budget)
+    assert module.epochs_for(module.PROFILES["quick"], 0.1, 3, 119) == 3  # epoch-based profiles unchanged
+
+
+def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_path):
+    module = _load_script()
+    _fake_npz(tmp_path / "d.npz", {"train": 24, "val": 12, "test": 4}, (16, 16), seed=3)
+    splits = module.load_medmnist(tmp_path / "d.npz")
+    export = module.random_init_export(splits["training"][0], module.PROFILES["smoke"], tmp_path / "scratch")
+    val_auc = {}
+    for evaluations in (0, 6):
+        profile = {**module.PROFILES["smoke"], "val_evaluations": evaluations,
+                   "finetune_samples": {2: {1.0: 24 * 6}}}
+        model, epochs, kept = module.fine_tune("scratch", export, splits["training"], splits["validation"], profile,
+                                               1.0, 0, 2, "cpu")
+        probs = module.predict_proba(model, splits["validation"][0])
+        val_auc[evaluations] = module.classification_metrics(splits["validation"][1], probs, 2)["auc"]
+        assert epochs == 6 and (kept == 6 if evaluations == 0 else 1 <= kept <= 6)
+    assert val_auc[6] >= val_auc[0] - 1e-12
