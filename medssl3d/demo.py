@@ -45,19 +45,26 @@ class DemoSettings:
     """Everything the demo does, with defaults sized for ~10 minutes on 2 CPU cores."""
 
     out: Path = Path("demo_output")
-    cases: int = 48  # synthetic chest CTs; 70 % train / 10 % validation / 20 % test by patient
+    cases: int = 64  # synthetic chest CTs; 70 % train / 10 % validation / 20 % test by patient
     ct_size: tuple[int, int, int] = (96, 96, 48)  # voxels at 0.7 x 0.7 x 2.5 mm
     encoder: str = "resnet10"
-    pretrain_epochs: int = 12  # passes over the training volumes
-    pretrain_crop: tuple[int, int, int] = (32, 32, 16)  # Genesis crops, the size of the nodule patches
-    crops_per_volume: int = 8
-    spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)  # the genesis_ct bundle's pixdim
-    window: tuple[float, float] = (-1000.0, 1000.0)  # the genesis_ct bundle's default HU window
-    patch_size: tuple[int, int, int] = (32, 32, 16)  # 32 mm cube around each nodule at ``spacing``
+    pretrain_epochs: int = 10  # passes over the training volumes
+    # Nodules are 4-7 mm across: pretraining and patches keep the scans' own 0.7 x 0.7 x 2.5 mm grid (the
+    # bundle's 1 x 1 x 2 mm default would blur them) and the lung window, which shows their texture.
+    spacing: tuple[float, float, float] = (0.7, 0.7, 2.5)
+    window: tuple[float, float] = (-1000.0, 400.0)
+    pretrain_crop: tuple[int, int, int] = (32, 32, 8)  # Genesis crops, the size of the nodule patches
+    crops_per_volume: int = 4
+    patch_size: tuple[int, int, int] = (32, 32, 8)  # 22 x 22 x 20 mm around each nodule
     fractions: tuple[float, ...] = (0.1, 1.0)  # shares of the training nodules whose labels are used
     seeds: tuple[int, ...] = (0, 1, 2)
-    finetune_epochs: int = 30
+    finetune_steps: int = 60  # optimiser steps of 16 patches per run, the same for every fraction and init
+    finetune_batch: int = 16
     seed: int = 0
+
+    def finetune_epochs(self, labelled: int) -> int:
+        """Epochs that give ``finetune_steps`` optimiser steps on ``labelled`` patches (at least one epoch)."""
+        return max(1, round(self.finetune_steps * self.finetune_batch / labelled))
 
     @property
     def device(self) -> torch.device:
@@ -78,7 +85,7 @@ def pretrain_genesis(settings: DemoSettings, dataset_dir: Path, output_dir: Path
         dataset_dir=str(dataset_dir), output_dir=str(output_dir), encoder=settings.encoder,
         epochs=settings.pretrain_epochs, batch_size=2, crops_per_volume=settings.crops_per_volume,
         crop_size=list(settings.pretrain_crop), min_input_size=min(settings.pretrain_crop), num_workers=0,
-        cache_rate=1.0,
+        cache_rate=1.0, pixdim=list(settings.spacing), ct_windows={"demo": list(settings.window)}, ct_window="demo",
         warmup_iterations=max(1, iterations // 10), checkpoint_every=iterations, log_every=10,
         seed=settings.seed, resume=False, device=f"$torch.device('{settings.device.type}')",
     )
@@ -127,14 +134,15 @@ def _random_flips(batch: torch.Tensor) -> torch.Tensor:
     return batch.flip(axes) if axes else batch
 
 
-def fine_tune_sweep(settings: DemoSettings, encoder_export: Path, patches: dict) -> list[dict]:
-    """Fine-tune a classifier for every (init, fraction, seed); one record of test metrics each."""
+def fine_tune_sweep(settings: DemoSettings, encoder_export: Path, patches: dict) -> tuple[list[dict], torch.nn.Module]:
+    """Fine-tune a classifier for every (init, fraction, seed); return one record of test metrics each, and the
+    pretrained model fine-tuned on the most labels with the first seed (for the Grad-CAM figure)."""
     from medssl3d.evaluation import classification_metrics, fine_tune_classifier, nested_label_fractions, predict_proba
     from medssl3d.transfer import build_classifier
 
     train_images, train_classes = patches["training"]
     test_images, test_classes = patches["test"]
-    records = []
+    records, shown = [], None
     for seed in settings.seeds:
         subsets = nested_label_fractions(train_classes, settings.fractions, seed=seed)
         for fraction in settings.fractions:
@@ -147,15 +155,17 @@ def fine_tune_sweep(settings: DemoSettings, encoder_export: Path, patches: dict)
                 )
                 fine_tune_classifier(
                     model, torch.as_tensor(train_images[index]), torch.as_tensor(train_classes[index]),
-                    epochs=settings.finetune_epochs, batch_size=16, lr=1e-3, seed=seed, device=settings.device,
-                    augment=_random_flips,
+                    epochs=settings.finetune_epochs(len(index)), batch_size=settings.finetune_batch, lr=1e-3, seed=seed,
+                    device=settings.device, augment=_random_flips,
                 )
                 probs = predict_proba(model, torch.as_tensor(test_images), device=settings.device)
                 metrics = classification_metrics(test_classes, probs, num_classes=2)
                 records.append({"init": init, "fraction": fraction, "seed": seed, "labelled": len(index),
                                 **metrics})
+                if init == "ssl" and fraction == max(settings.fractions) and shown is None:
+                    shown = model
     set_determinism(seed=None)
-    return records
+    return records, shown
 
 
 def _embeddings(encoder_export: Path, images: np.ndarray, classes: np.ndarray, device: torch.device) -> np.ndarray:
@@ -169,8 +179,8 @@ def _embeddings(encoder_export: Path, images: np.ndarray, classes: np.ndarray, d
     return features
 
 
-def write_demo_report(settings: DemoSettings, records: list[dict], encoder_export: Path, patches: dict,
-                      seconds: dict[str, float]) -> tuple[Path, list[dict]]:
+def write_demo_report(settings: DemoSettings, records: list[dict], model: torch.nn.Module, encoder_export: Path,
+                      patches: dict, seconds: dict[str, float]) -> tuple[Path, list[dict]]:
     """Report folder: metrics.json, report.md, label-fraction curves, t-SNE, Grad-CAM; returns (report, summary)."""
     from medssl3d.evaluation import (
         gradcam_overlays,
@@ -180,8 +190,6 @@ def write_demo_report(settings: DemoSettings, records: list[dict], encoder_expor
         summarize_runs,
         write_report,
     )
-    from medssl3d.transfer import build_classifier
-
     report_dir = settings.out / "report"
     metric_keys = ["auc", "accuracy", "f1_weighted"]
     summary = summarize_runs(records, ["fraction", "init"], metric_keys)
@@ -191,20 +199,10 @@ def write_demo_report(settings: DemoSettings, records: list[dict], encoder_expor
     features = _embeddings(encoder_export, test_images, test_classes, settings.device)
     figures.append(report_dir / "tsne_pretrained_test.png")
     plot_tsne(features, test_classes, figures[-1], seed=settings.seed, class_names=["benign-like", "malignant-like"])
-    set_determinism(seed=settings.seed)
-    model = build_classifier(2, encoder=settings.encoder, spatial_dims=3, in_channels=1,
-                             pretrained_encoder=encoder_export)
-    train_images, train_classes = patches["training"]
-    from medssl3d.evaluation import fine_tune_classifier
-
-    fine_tune_classifier(model, torch.as_tensor(train_images), torch.as_tensor(train_classes),
-                         epochs=settings.finetune_epochs, batch_size=16, seed=settings.seed, device=settings.device,
-                         augment=_random_flips)
     figures.append(report_dir / "gradcam_test.png")
     gradcam_overlays(model.cpu(), torch.as_tensor(test_images[:8]), figures[-1])
-    set_determinism(seed=None)
     metrics = {
-        "cohort": {"cases": settings.cases, "training_nodules": len(train_classes),
+        "cohort": {"cases": settings.cases, "training_nodules": len(patches["training"][1]),
                    "test_nodules": len(test_classes), "seeds": len(settings.seeds)},
         "pretrained_test_embeddings": representation_quality(features, test_classes),
         "seconds": seconds,
@@ -244,10 +242,10 @@ def run_demo(settings: DemoSettings) -> Path:
     _step(4, f"fine-tuning nodule classification ({counts['training']} training, {counts['test']} test nodules) at "
           f"{', '.join(f'{f:.0%}' for f in settings.fractions)} of the labels, pretrained vs scratch, "
           f"{len(settings.seeds)} seeds ...", start)
-    records = fine_tune_sweep(settings, encoder_export, patches)
+    records, model = fine_tune_sweep(settings, encoder_export, patches)
     seconds["fine_tuning"] = time.perf_counter() - start - sum(seconds.values())
     _step(5, "writing the report ...", start)
-    report, summary = write_demo_report(settings, records, encoder_export, patches, seconds)
+    report, summary = write_demo_report(settings, records, model, encoder_export, patches, seconds)
     write_json_atomic({"records": records}, out / "report" / "runs.json")
     print()
     _print_table(summary)
@@ -266,11 +264,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cases", type=int, default=defaults.cases, help=f"synthetic CTs (default {defaults.cases})")
     parser.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs,
                         help=f"Models Genesis epochs (default {defaults.pretrain_epochs})")
-    parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs,
-                        help=f"fine-tuning epochs per run (default {defaults.finetune_epochs})")
+    parser.add_argument("--finetune-steps", type=int, default=defaults.finetune_steps,
+                        help=f"optimiser steps per fine-tuning run (default {defaults.finetune_steps})")
     parser.add_argument("--seeds", type=int, default=len(defaults.seeds), help="fine-tuning seeds (default 3)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="cohort and pretraining seed (default 0)")
     parser.set_defaults(run=lambda args: run_demo(DemoSettings(
-        out=args.out, cases=args.cases, pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
+        out=args.out, cases=args.cases, pretrain_epochs=args.pretrain_epochs, finetune_steps=args.finetune_steps,
         seeds=tuple(range(args.seeds)), seed=args.seed,
     )))

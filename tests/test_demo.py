@@ -37,7 +37,7 @@ def test_demo_runs_end_to_end_with_the_network_blocked(tmp_path, capsys, blocked
     """Tiny demo: synthesize -> Genesis bundle 2 iterations -> nodule patches -> fine-tune SSL and scratch ->
     report with real metrics, without any network connection."""
     settings = DemoSettings(out=tmp_path / "demo", cases=6, ct_size=(64, 64, 24), pretrain_epochs=1,
-                            crops_per_volume=2, finetune_epochs=2, fractions=(0.5, 1.0), seeds=(0,))
+                            crops_per_volume=2, finetune_steps=2, fractions=(0.5, 1.0), seeds=(0,))
     report = run_demo(settings)
     out = capsys.readouterr().out
     assert "[5/5" in out and "ssl" in out and "scratch" in out and str(report) in out
