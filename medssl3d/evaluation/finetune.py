@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
+from medssl3d.transfer import parameter_groups
+
 __all__ = ["RepeatFactorSampler", "fine_tune_classifier", "predict_proba", "repeat_factors"]
 
 
@@ -54,15 +56,10 @@ class RepeatFactorSampler(Sampler[int]):
 
 
 def _parameter_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float) -> list[dict]:
-    """Trainable parameters, those of ``model.encoder`` (if any) at ``encoder_lr``, the rest at ``lr``."""
-    encoder = getattr(model, "encoder", None)
-    encoder_ids = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if id(p) in encoder_ids], "lr": lr if encoder_lr is None else encoder_lr},
-        {"params": [p for p in trainable if id(p) not in encoder_ids], "lr": lr},
-    ]
-    return [dict(group, weight_decay=weight_decay) for group in groups if group["params"]]
+    """:func:`medssl3d.transfer.parameter_groups` for a model with an ``encoder``; one group otherwise."""
+    if isinstance(getattr(getattr(model, "module", model), "encoder", None), nn.Module):
+        return parameter_groups(model, lr, encoder_lr, weight_decay)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay}]
 
 
 def fine_tune_classifier(
