@@ -1,5 +1,5 @@
 """Exact resume at bundle level (issue #8.1): ``bundles/genesis_ct`` trained for 6 iterations without a break
-equals the same command killed with SIGKILL once ``checkpoint_00000003.pt`` exists and then run again.
+equals the same command killed with SIGKILL once the first checkpoint (iteration 3) is complete and then run again.
 
 Checkpoints every 3 iterations rather than every one: a Genesis checkpoint with a ResNet-10 holds 286 MB (weights
 and AdamW moments). The per-iteration losses (TensorBoard, ``log_every 1``) after the resume point must be
@@ -61,9 +61,10 @@ def runs(tmp_path_factory):
     full_dir, killed_dir = root / "full", root / "killed"
     full, killed = _start(root / "ct", full_dir), _start(root / "ct", killed_dir)
     try:
-        third = killed_dir / "checkpoints" / "checkpoint_00000003.pt"
+        # checkpoint_last.pt is linked right after checkpoint_00000003.pt, the first checkpoint (every 3 iterations)
+        last = killed_dir / "checkpoints" / "checkpoint_last.pt"
         deadline = time.monotonic() + TIMEOUT_S
-        while not third.exists() and killed.poll() is None and time.monotonic() < deadline:
+        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         killed.send_signal(signal.SIGKILL)
         killed_output, _ = killed.communicate()
