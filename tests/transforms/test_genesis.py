@@ -1,10 +1,12 @@
 """Tests of the Models Genesis corruptions: window semantics, curve shape, box bounds, probabilities."""
 
+import numba
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 
+from medssl3d.transforms import genesis
 from medssl3d.transforms.genesis import (
     RandBezierIntensity,
     RandGenesisCorruption,
@@ -91,6 +93,30 @@ def test_shuffle_matches_the_published_loop_in_distribution():
     moved_ours = [np.mean(t(img) != img) for _ in range(40)]
     moved_loop = [np.mean(published_loop() != img) for _ in range(40)]
     assert abs(np.mean(moved_ours) - np.mean(moved_loop)) < 0.01, (np.mean(moved_ours), np.mean(moved_loop))
+
+
+def test_bezier_on_a_strided_view_equals_the_contiguous_result():
+    img = unique_image((12, 10, 6))
+    view = img[:, ::-1, :, ::2]  # not contiguous: the kernel must not read it as flat memory
+    t = RandBezierIntensity(prob=1.0)
+    expected = t.set_random_state(4)(np.ascontiguousarray(view))
+    np.testing.assert_array_equal(t.set_random_state(4)(view), expected)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """A read-only install without a cache folder still gets compiled kernels, just not cached ones."""
+    options_seen, njit = [], numba.njit
+
+    def njit_without_cache_location(**options):
+        options_seen.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'kernel': no locator available for file 'genesis.py'")
+        return njit(**options)
+
+    monkeypatch.setattr(genesis.numba, "njit", njit_without_cache_location)
+    kernel = genesis._compiled(lambda x: x + 1)
+    assert kernel(2) == 3
+    assert options_seen == [{"cache": True, "nogil": True}, {"nogil": True}]
 
 
 def published_bezier(control, inverted, x):
