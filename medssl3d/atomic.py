@@ -1,20 +1,21 @@
-"""Atomic file output: write to a temporary file in the destination's folder, then rename over it.
+"""Atomic file and folder output: write to a temporary sibling, then rename it over the destination.
 
-A reader (or a crash) sees either the old complete file or the new complete file, never a partial one:
-``os.replace`` is atomic within one file system, which a temporary file in the same folder guarantees.
+A reader (or a crash) sees either the old complete file or folder or the new complete one, never a partial
+one: ``os.replace`` is atomic within one file system, which a temporary sibling guarantees.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json_atomic"]
+__all__ = ["atomic_folder", "atomic_path", "write_json_atomic"]
 
 
 def _umask() -> int:
@@ -62,3 +63,49 @@ def write_json_atomic(data: Any, destination: str | os.PathLike, overwrite: bool
             handle.flush()
             os.fsync(handle.fileno())
     return Path(destination)
+
+
+@contextmanager
+def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside ``destination``; on success it becomes ``destination``.
+
+    Checked before anything is written: ``destination`` is not a file, is empty unless ``overwrite``
+    (``FileExistsError``), and its parent can be created and written. A previous ``destination`` is swapped
+    out and removed only once the new folder is in place (and put back if that fails); on any exception the
+    staging folder is removed and ``destination`` is untouched.
+
+    Example::
+
+        with atomic_folder("data/cohort", overwrite=True) as staging:
+            (staging / "datalist.json").write_text("{}")
+    """
+    destination = Path(destination).absolute()
+    if destination.exists() and not destination.is_dir():
+        raise ValueError(f"output '{destination}' exists and is not a folder.")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder '{destination}' is not empty; pass --overwrite to replace it.")
+    parent = destination.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder '{destination}' cannot be created: '{parent}' is not writable.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the output folder's mode
+    try:
+        yield staging
+        if not destination.exists():
+            os.replace(staging, destination)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
+        os.replace(destination, old / "previous")
+        try:
+            os.replace(staging, destination)
+        except BaseException:
+            os.replace(old / "previous", destination)  # put the previous folder back
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from medssl3d.atomic import atomic_path, write_json_atomic
+from medssl3d.atomic import atomic_folder, atomic_path, write_json_atomic
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -39,3 +39,37 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, not mkstemp's 0600
+
+
+def test_folder_replaces_the_previous_one_only_when_complete(tmp_path):
+    out = tmp_path / "cohort"
+    with atomic_folder(out) as staging:
+        (staging / "datalist.json").write_text("v1")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(out, overwrite=True) as staging:
+        (staging / "datalist.json").write_text("v2, half")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"] and (out / "datalist.json").read_text() == "v1"
+    with atomic_folder(out, overwrite=True) as staging:
+        (staging / "new.json").write_text("v2")
+    assert sorted(p.name for p in out.iterdir()) == ["new.json"] and [p.name for p in tmp_path.iterdir()] == ["cohort"]
+
+
+def test_folder_refuses_a_non_empty_destination_and_a_file(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not empty; pass --overwrite"), atomic_folder(tmp_path / "out"):
+        pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"), atomic_folder(tmp_path / "file"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]
+
+
+def test_folder_gets_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "out") as staging:
+            (staging / "a.txt").write_text("a")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # not mkdtemp's 0700

@@ -21,17 +21,14 @@ MONAI's PIL reader loads a PNG as ``(C, W, H)``; the 2D NIfTI is written transpo
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from medssl3d.atomic import write_json_atomic
+from medssl3d.atomic import atomic_folder, write_json_atomic
 
 from .datalist import fraction_key, label_fraction_subsets
 
@@ -195,37 +192,6 @@ def _write_image(image: np.ndarray, layout: str, destination: Path) -> None:
         nib.save(nib.Nifti1Image(np.ascontiguousarray(array), np.eye(4)), str(destination))
 
 
-@contextmanager
-def _staged_folder(output: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty sibling folder of ``output``; on success it replaces ``output``, on failure it is removed."""
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"output '{output}' exists and is not a folder.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder '{output}' is not empty; pass --overwrite to replace it.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would otherwise become the output folder's mode
-    try:
-        yield staging
-        if not output.exists():
-            os.replace(staging, output)
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
-        os.replace(output, old / "previous")
-        try:
-            os.replace(staging, output)
-        except BaseException:
-            os.replace(old / "previous", output)  # put the previous conversion back
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def convert_medmnist(
     path: str | os.PathLike,
     output: str | os.PathLike,
@@ -262,7 +228,7 @@ def convert_medmnist(
         datalist = medmnist_datalist(splits, suffix, label_fractions, seed, class_names, name=path.stem)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
-    with _staged_folder(output, overwrite) as staging:
+    with atomic_folder(output, overwrite) as staging:
         (staging / "images").mkdir()
         for split in MEDMNIST_SPLITS.values():
             for item, image in zip(datalist[split], splits[split][0]):

@@ -61,7 +61,7 @@ def test_non_empty_output_needs_overwrite(tmp_path):
     out = tmp_path / "cohort"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+    with pytest.raises(FileExistsError, match="not empty; pass --overwrite"):
         synthesize_cohort("histology", 1, out, (32, 32), progress=False)
     assert (out / "precious.txt").read_text() == "keep me"
     synthesize_cohort("histology", 1, out, (32, 32), overwrite=True, progress=False)
@@ -72,13 +72,13 @@ def test_non_empty_output_needs_overwrite(tmp_path):
 def test_unwritable_output_is_refused(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(ValueError, match="not writable"):
+    with pytest.raises(PermissionError, match="not writable"):
         synthesize_cohort("histology", 1, locked / "cohort", (32, 32), progress=False)
 
 
 def test_unwritable_output_is_refused_by_permission_check(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(ValueError, match="is not writable"):
+    with pytest.raises(PermissionError, match="is not writable"):
         synthesize_cohort("histology", 1, tmp_path / "cohort", (32, 32), progress=False)
     assert list(tmp_path.iterdir()) == []
 

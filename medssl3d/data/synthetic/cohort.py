@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +28,8 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from medssl3d.atomic import atomic_folder
 
 from .ct import CT_LABELS, NODULE_CLASSES, min_ct_shape, synth_ct
 from .histology import HISTOLOGY_CLASSES, MIN_TILE_SIZE, synth_histology
@@ -57,19 +57,6 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     nib.save(image, str(path))
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty output folder (unless ``overwrite``) or an unwritable parent, before any work."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output '{out}' exists and is not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"output folder '{out}' is not empty; pass --overwrite to replace it.")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"output folder '{out}' cannot be created: '{parent}' is not writable.")
 
 
 def _resolve(modality: str, size: Sequence[int] | None, spacing: Sequence[float] | None) -> tuple[tuple, tuple | None]:
@@ -161,13 +148,10 @@ def synthesize_cohort(
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}.")
     out = Path(out).absolute()
-    _check_output(out, overwrite)
     _check_size(modality, size, spacing)
     cohort_rng = np.random.default_rng([seed, n])
     classes = cohort_rng.permutation(np.arange(n) % 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite) as staging:
         for folder in {"ct": ("imagesTr", "labelsTr"), "mri": ("imagesTr", "labelsTr", "lesionsTr")}.get(
             modality, ("images", "masks") if modality == "histology" else ("images",)
         ):
@@ -213,10 +197,4 @@ def synthesize_cohort(
                 writer.writerows([[r[0], f"{r[1]:.3f}", f"{r[2]:.3f}", f"{r[3]:.3f}", r[4]] for r in nodule_rows])
         with open(staging / "datalist.json", "w") as handle:
             json.dump(datalist, handle, indent=2)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out / "datalist.json"
