@@ -252,7 +252,7 @@ def _state_dict_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor])
 
 class TrainingCheckpoint:
     """Ignite handler writing ``checkpoint_<iteration>.pt`` every ``every`` iterations and ``checkpoint_last.pt``
-    (updated with each of them and at the end of training), and resuming from ``checkpoint_last.pt`` at start.
+    (updated with each of them and at the end of training), and resuming from the newest of them at start.
     Under DDP only rank 0 writes and every rank resumes.
 
     Args:
@@ -352,28 +352,34 @@ class TrainingCheckpoint:
         if self.resume:
             self.load(engine)
 
-    def _last_path_exists_on_every_rank(self) -> bool:
-        """Whether ``checkpoint_last.pt`` exists; under DDP a collective (so also a barrier) that makes sure every
-        rank sees the same, since each of them reads the file."""
-        exists = self.last_path.is_file()
+    def resume_path(self) -> Path | None:
+        """The checkpoint to resume from: ``checkpoint_last.pt``, or a periodic checkpoint written after it (a kill
+        between writing ``checkpoint_<n>.pt`` and linking ``checkpoint_last.pt`` to it leaves the newest state
+        only there); ``None`` when there is none. Under DDP a collective (so also a barrier) that makes sure
+        every rank picks the same file, since each of them reads it."""
+        candidates = sorted(self.directory.glob("checkpoint_[0-9]*.pt"))[-1:]
+        if self.last_path.is_file():
+            candidates.insert(0, self.last_path)  # first: wins a tie (a hard link shares its target's time)
+        path = max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
         _, world_size = rank_and_world_size()
         if world_size == 1:
-            return exists
+            return path
         seen = [None] * world_size
-        dist.all_gather_object(seen, exists)
+        dist.all_gather_object(seen, None if path is None else path.name)
         if len(set(seen)) > 1:
-            ranks = [rank for rank, flag in enumerate(seen) if flag]
             raise ValueError(
-                f"Training checkpoint '{self.last_path}' exists for ranks {ranks} only, not for all {world_size}; "
-                "the output folder must be on a file system that every node shares."
+                f"Training checkpoints in '{self.directory}' differ between ranks (ranks would resume from "
+                f"{seen}); the output folder must be on a file system that every node shares."
             )
-        return exists
+        return path
 
     def load(self, engine: Engine) -> None:
-        """Restore everything from ``checkpoint_last.pt`` (if present) and move the engine to its iteration."""
-        if not self._last_path_exists_on_every_rank():
+        """Restore everything from the newest checkpoint (see :meth:`resume_path`), if there is one, and move the
+        engine to its iteration."""
+        path = self.resume_path()
+        if path is None:
             return
-        path, data = self.last_path, load_checkpoint(self.last_path)
+        data = load_checkpoint(path)
         advice = "Train with resume=False (bundles: --resume false) or use another output folder."
         written, now = {k: data.get(k) for k in ("method", "encoder")}, _identity(self.method)
         if any(written[k] is not None and written[k] != now[k] for k in written):

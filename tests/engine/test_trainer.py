@@ -1,4 +1,6 @@
+import os
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -123,6 +125,28 @@ def test_resume_after_a_kill_continues_the_same_loss_curve(tmp_path, kill_at):
 
     _, _, fresh = _run(tmp_path / "killed", resume=False, max_epochs=1)
     assert sorted(fresh) == [1, 2, 3, 4]  # resume=False starts over
+
+
+def test_a_kill_before_checkpoint_last_is_linked_resumes_from_the_newer_periodic_checkpoint(tmp_path):
+    """The window between writing checkpoint_<n>.pt and pointing checkpoint_last.pt at it loses nothing."""
+    _, _, uninterrupted = _run(tmp_path / "full")
+    killed = tmp_path / "killed"
+    with pytest.raises(Kill):
+        _run(killed, kill_at=6, checkpoint_every=3)
+    checkpoints = killed / "checkpoints"
+    last, newest = checkpoints / "checkpoint_last.pt", checkpoints / "checkpoint_00000006.pt"
+    last.unlink()
+    shutil.copyfile(checkpoints / "checkpoint_00000003.pt", last)  # as if the link to 6 was never made
+    os.utime(last, ns=(newest.stat().st_mtime_ns - 10**9,) * 2)
+    _, _, resumed = _run(killed, checkpoint_every=3)
+    assert sorted(resumed) == [7, 8] and [resumed[i] for i in (7, 8)] == [uninterrupted[i] for i in (7, 8)]
+
+    restarted = tmp_path / "no_last"
+    with pytest.raises(Kill):
+        _run(restarted, kill_at=4, checkpoint_every=3)
+    (restarted / "checkpoints" / "checkpoint_last.pt").unlink()  # killed before the first link
+    _, _, resumed = _run(restarted, checkpoint_every=3)
+    assert sorted(resumed) == [4, 5, 6, 7, 8]
 
 
 def test_corrupt_or_unsafe_checkpoint_gives_a_clear_error(tmp_path):
