@@ -24,9 +24,17 @@ bundles' 2 x 4; scan matching needs several crops of one scan for positive pairs
 voxel crops (a quarter turn must keep the shape), 24x24x24; the puzzle methods cut the crop into patches of at
 least 8 voxels (``min_input_size=8``): jigsaw and relative location a 36^3 crop in a 3x3x3 grid with jitter 2
 (10^3 patches), Rubik's cube a 32^3 crop in 2x2x2 cubes with jitter 3 (13^3). Jigsaw and Rubik's cube use 24
-permutation classes instead of the papers' 100 and MoCo a queue of 512 keys instead of 65,536: a run of ~100
-iterations (~1,000 samples) cannot learn 100 orderings or fill a 65k queue. Masking and patch swapping use
-8x8x4 patches (4 mm x 4 mm x 8 mm would be too fine; 16x16x8 leaves only 8 patches in a 32x32x16 crop).
+permutation classes instead of the papers' 100: a run of ~100 iterations (~1,000 samples) cannot learn 100
+orderings. Masking and patch swapping use 8x8x4 patches (4 mm x 4 mm x 8 mm would be too fine; 16x16x8 leaves
+only 8 patches in a 32x32x16 crop).
+
+MoCo is scaled to the run: the paper's queue (65,536 keys at batch 256) spans 256 of ~10^6 iterations; here
+``--moco-queue`` 64 keys span 16 iterations of batch 4, and the queue is filled with momentum-encoder keys of
+real crops before the first step (``MoCo.fill_queue``), so every measured loss is against real negatives
+(chance ``log(K + 1)``, recorded as ``chance_loss``): random unit keys are easy negatives and made the loss
+rise as real keys replaced them. ``--moco-momentum`` 0.99 instead of 0.999: the key encoder keeps ``m^N`` of
+its random initialisation after N iterations (0.999^100 = 0.90, 0.99^100 = 0.37), and over the 16 iterations
+the queue spans it changes by 1 - 0.99^16 = 15 %, about as much as in the paper (1 - 0.999^256 = 23 %).
 """
 
 from __future__ import annotations
@@ -142,8 +150,7 @@ def recipe(name: str, crops_per_volume: int) -> tuple[list, dict, tuple[int, ...
     if name == "scan_matching":
         return [crops], {"min_input_size": 16}, CROP
     if name in ("simclr", "dcl", "moco", "simsiam", "vicreg", "byol"):
-        kwargs = {"min_input_size": 16, **({"queue_size": 512} if name == "moco" else {})}
-        return [crops, _views(CROP)], kwargs, CROP
+        return [crops, _views(CROP)], {"min_input_size": 16}, CROP
     if name == "rotation":
         rotation = RandRotationPredictiond(keys="image", label_key="rotation_label", spatial_dims=3, num_classes=10)
         return [_crops(CUBE, crops_per_volume), rotation], {"num_classes": 10, "min_input_size": 16}, CUBE
@@ -193,6 +200,17 @@ def spread(encoder: torch.nn.Module, batch: torch.Tensor) -> float:
     return value
 
 
+def fill_queue(method: torch.nn.Module, loader: DataLoader, batches: int) -> None:
+    """MoCo's warm start: the momentum-encoder keys of ``batches`` training batches enter the queue."""
+    method.train()
+    while batches > 0:
+        for batch in loader:
+            method.fill_queue(batch)
+            batches -= 1
+            if batches == 0:
+                return
+
+
 def run_method(name: str, train_data: list[dict], probe: torch.Tensor, args, workdir: Path) -> dict:
     """Train ``name`` for ``args.iterations`` iterations; its loss curve and collapse statistics."""
     set_determinism(seed=0)
@@ -204,11 +222,15 @@ def run_method(name: str, train_data: list[dict], probe: torch.Tensor, args, wor
     loader = DataLoader(dataset, batch_size=per_batch, shuffle=True, drop_last=True, num_workers=0,
                         generator=torch.Generator().manual_seed(0))
     encoder = build_encoder("resnet10", spatial_dims=3, in_channels=1)
+    if name == "moco":
+        kwargs.update(queue_size=args.moco_queue, momentum=args.moco_momentum)
     if name == MULTITASK:
         method = build_multitask(MULTITASK_TASKS, encoder, **kwargs)
     else:
         method = build_method(name, encoder, **kwargs)
     random_spread = spread(encoder, probe)
+    if name == "moco":
+        fill_queue(method, loader, math.ceil(args.moco_queue / args.batch))
     optimizer = build_optimizer("adamw", method.parameters(), args.lr, 1e-5)
     scheduler = warmup_cosine_schedule(optimizer, min(args.warmup, args.iterations), args.iterations)
     trainer = build_trainer(method, loader, optimizer, workdir / name, max_iterations=args.iterations,
@@ -217,12 +239,17 @@ def run_method(name: str, train_data: list[dict], probe: torch.Tensor, args, wor
     losses: list[float] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"]))
     start = time.perf_counter()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=10), lambda engine: print(
+        f"{name}: iteration {engine.state.iteration}, loss {np.mean(losses[-10:]):.4f} (last 10), "
+        f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True))
     trainer.run()
     seconds = time.perf_counter() - start
     trained_spread = spread(encoder, probe)
     window = min(10, max(1, len(losses) // 2))
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
     return {
+        "method_kwargs": kwargs,
+        **({"chance_loss": math.log(args.moco_queue + 1)} if name == "moco" else {}),
         "crop_size": list(crop),
         "batch": args.batch,
         "iterations": len(losses),
@@ -268,6 +295,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--moco-queue", type=int, default=64, help="MoCo's queue size K (keys)")
+    parser.add_argument("--moco-momentum", type=float, default=0.99, help="MoCo's key-encoder momentum m")
     args = parser.parse_args(argv)
     if args.batch % args.crops_per_volume:
         parser.error(f"--batch {args.batch} is not a multiple of --crops-per-volume {args.crops_per_volume}.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from medssl3d.losses import MoCoLoss
@@ -35,6 +36,11 @@ class MoCo(MomentumTwoViewMethod):
         view_keys, min_input_size: see :class:`~medssl3d.methods.siamese.TwoViewMethod`.
 
     Batch: ``view_0`` (queries), ``view_1`` (keys) ``(B, C, *spatial)``. Loss part: ``"moco"``.
+
+    The queue starts as random unit keys (as in the paper, where 65,536 keys at batch 256 are replaced after
+    256 of ~10^6 iterations). In a short run these easy negatives last a large part of training and make the
+    loss rise as real keys replace them; :meth:`fill_queue` on ``ceil(K / B)`` batches before training starts
+    the queue with keys of real images instead (the first losses are then about ``log(K + 1)``).
     """
 
     def __init__(
@@ -51,6 +57,12 @@ class MoCo(MomentumTwoViewMethod):
         projector = ProjectionHead(encoder.embedding_dim, hidden_dim, projection_dim, batch_norm=False)
         super().__init__(encoder, projector, momentum, view_keys, min_input_size)
         self.loss = MoCoLoss(projection_dim, queue_size, temperature)
+
+    @torch.no_grad()
+    def fill_queue(self, batch: Mapping[str, Any]) -> None:
+        """Enqueue the momentum-encoder keys of ``batch``'s key view (no loss, no gradient, no optimiser step)."""
+        _, key = self.views(batch)
+        self.loss.queue.enqueue(self.target_project(key))
 
     def losses(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         query, key = self.views(batch)

@@ -1,5 +1,7 @@
 """The two-view methods: SimCLR, DCL(W), MoCo, SimSiam, BYOL, VICReg (small heads to keep the tests fast)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,41 @@ def test_moco_loss_is_infonce_of_query_against_key_and_queue(smooth_volume):
     k = F.normalize(method.target_project(batch["view_1"]), dim=1)
     logits = torch.cat([(q * k).sum(1, keepdim=True), q @ method.loss.queue.keys.T], dim=1) / 0.2
     torch.testing.assert_close(method(batch)["loss"], F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)))
+
+
+def test_moco_fill_queue_enqueues_momentum_keys_and_trains_nothing(smooth_volume):
+    method = build("moco", queue_size=6)
+    batch = two_views(smooth_volume)
+    keys = F.normalize(method.target_project(batch["view_1"]), dim=1)
+    weights = {k: v.clone() for k, v in method.named_parameters()}
+    method.fill_queue(batch)
+    assert int(method.loss.queue.pointer) == 4
+    torch.testing.assert_close(method.loss.queue.keys[:4], keys)
+    assert all(torch.equal(v, dict(method.named_parameters())[k]) for k, v in weights.items())
+
+
+def test_moco_learns_to_tell_images_apart_from_a_warm_queue(smooth_volume):
+    """32 images in 4 batches of 8, K = 16: the queue holds the keys of the two previous batches, so every
+    negative is another image. Filled with real keys first, the loss starts at chance, log(K + 1) (random
+    unit keys would be easy negatives and start it far lower), and must fall well below it with the key
+    encoder following by momentum (m = 0.99: a fifth of its initialisation is gone after 24 steps)."""
+    images = torch.stack([smooth_volume((16, 16), seed) for seed in range(32)])
+    batches = [{"view_0": x * 0.9 + 0.05, "view_1": x.flip(-1)} for x in images.split(8)]
+    method = build("moco", queue_size=16, momentum=0.99, min_input_size=16)
+    for batch in batches[2:]:
+        method.fill_queue(batch)
+    optimiser = torch.optim.Adam(method.parameters(), lr=1e-3)
+    losses = []
+    for step in range(24):
+        loss = method(batches[step % 4])["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        method.momentum_update()
+        losses.append(loss.item())
+    chance = math.log(16 + 1)
+    assert abs(losses[0] - chance) < 0.5
+    assert sum(losses[-4:]) / 4 < chance - 1.5
 
 
 def test_vicreg_total_is_the_weighted_sum_of_its_terms(smooth_volume):
