@@ -2,7 +2,7 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--profile full|medium|quick|smoke] [--out FILE.json]
+                                          [--profile full|long|medium|quick|smoke] [--out FILE.json]
 
 Per dataset:
 
@@ -16,7 +16,7 @@ Per dataset:
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
    augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. The
    quick and full profiles do not use the validation split (fixed schedules, nothing is selected); the
-   medium profile keeps, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
+   medium and long profiles keep, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
 
 Settings for 28-pixel images (why):
 
@@ -39,7 +39,8 @@ methods and iterations); "medium" as well, with one method per dataset (SimCLR 2
 longer and a better fine-tuning protocol: a budget of training SAMPLES per label fraction instead of epochs (so
 1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch with the best
-validation AUC kept; the default "full" profile runs every method for longer (a GPU is used when available);
+validation AUC kept; "long" is medium with 5x (2D SimCLR, 1000 x 128) and 5x (3D SimCLR and Models Genesis,
+400 x 32) more pretraining samples, about an hour on 2 CPU cores; the default "full" profile runs every method for longer (a GPU is used when available);
 "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a JSON with every per-seed record, the mean ± std summary and the
 markdown tables; records of datasets not run now are kept from an existing ``--out`` file.
 """
@@ -75,6 +76,7 @@ from medssl3d.engine import (
     warmup_cosine_schedule,
 )
 from medssl3d.evaluation import (
+    RepeatFactorSampler,
     classification_metrics,
     extract_features,
     fine_tune_classifier,
@@ -100,7 +102,8 @@ from medssl3d.transforms.views import ct_mri_views_3d, xray_views_2d
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
 DEFAULT_OUT = {"full": "label_efficiency.json", "quick": "label_efficiency.json",
-               "medium": "label_efficiency_medium.json", "smoke": "label_efficiency_smoke.json"}
+               "medium": "label_efficiency_medium.json", "long": "label_efficiency_long.json",
+               "smoke": "label_efficiency_smoke.json"}
 METRICS = ("auc", "accuracy", "f1_weighted")
 FRACTIONS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
@@ -133,6 +136,15 @@ PROFILES = {
         "name": "medium", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
         "methods": {2: ("simclr",), 3: ("genesis",)},
         "pretrain_iterations": {2: 200, 3: 150}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
+        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
+        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
+        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
+    },
+    # "medium" with longer, wider pretraining of both a contrastive and (3D) a restoration method.
+    "long": {
+        "name": "long", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
+        "methods": {2: ("simclr",), 3: ("simclr", "genesis")},
+        "pretrain_iterations": {2: 1000, 3: 400}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
         "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
         "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
@@ -197,8 +209,10 @@ def build_ssl(method: str, encoder, min_input_size: int | None):
     return build_method(method, encoder, min_input_size=min_input_size, **METHOD_ARGS.get(method, {}))
 
 
-def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str) -> tuple[Path, float]:
-    """Pretrain ``method`` on ``images`` (N, 1, *spatial) without labels; return (encoder export, seconds)."""
+def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str,
+             handlers=()) -> tuple[Path, float]:
+    """Pretrain ``method`` on ``images`` (N, 1, *spatial) without labels; return (encoder export, seconds).
+    ``handlers``: further trainer handlers (the runtime estimate's clock)."""
     dims, size = images.ndim - 2, images.shape[-1]
     torch.manual_seed(0)
     encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
@@ -217,7 +231,8 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     metadata = {"patch_size": [size] * dims, "encoder_kwargs": profile["encoder_kwargs"], "method": method}
     trainer = build_trainer(ssl, loader, optimizer, out_dir, max_iterations=iterations, device=device,
                             scheduler=scheduler, checkpoint_every=iterations, resume=False,
-                            export_metadata=metadata, spread_key=None, progress_bar=False, log_every=iterations)
+                            export_metadata=metadata, spread_key=None, progress_bar=False, log_every=iterations,
+                            handlers=handlers)
     start = time.perf_counter()
     trainer.run()
     return out_dir / "encoder.pt", time.perf_counter() - start
@@ -372,6 +387,137 @@ def targets(summary: list[dict], dataset: str) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------
+# --estimate-runtime: a profile's runtime projected from step times measured on this machine
+
+
+class StepClock:
+    """Handler/callback stamping process CPU time and wall-clock at each call (after a CUDA synchronise); as an
+    ignite handler it fires at ``ITERATION_COMPLETED``, attached after build_trainer's own handlers."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, *_) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.cpu.append(time.process_time())
+        self.wall.append(time.perf_counter())
+
+    def step(self, steps: int) -> tuple[float, float]:
+        """Median (CPU, wall) seconds of the ``steps`` gaps after the first stamp (the first call warms up)."""
+        if len(self.cpu) < steps + 1:
+            raise RuntimeError(f"label_efficiency: {len(self.cpu)} stamps, {steps + 1} needed for {steps} steps.")
+        return (float(np.median(np.diff(self.cpu[: steps + 1]))), float(np.median(np.diff(self.wall[: steps + 1]))))
+
+
+def timed(fn) -> tuple[float, float]:
+    """(CPU, wall) seconds of one call of ``fn``."""
+    clock = StepClock()
+    clock()
+    fn()
+    clock()
+    return clock.cpu[1] - clock.cpu[0], clock.wall[1] - clock.wall[0]
+
+
+def finetune_batches(profile: dict, labels: np.ndarray) -> list[int]:
+    """Batch sizes of one fine-tuning epoch on ``labels``, as ``fine_tune_classifier`` splits it."""
+    draws = len(RepeatFactorSampler(labels)) if profile["class_balanced"] else len(labels)
+    size = profile["finetune_batch"]
+    batches = [size] * (draws // size) + ([draws % size] if draws % size else [])
+    if len(batches) > 1 and batches[-1] == 1:  # merged into the previous batch, as fine_tune_classifier does
+        batches[-2:] = [batches[-2] + 1]
+    return batches
+
+
+def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractions: list[float], seeds: list[int],
+                     device: str, steps: int, work: Path) -> dict:
+    """Time ``steps`` steps (after one warm-up) of every phase of ``profile`` with the script's own functions and
+    multiply by the profile's counts: pretraining iterations per method, fine-tuning steps per batch size,
+    feature extraction and test prediction per image, kNN and linear probe per call (on random features of the
+    encoder's width). Fixed costs (loading, building models, checkpoints) are left out."""
+    rows = []
+    for dataset in datasets:
+        splits = load_medmnist(data_dir / f"{dataset}.npz")
+        (train_x, train_y), (test_x, test_y), val_x = splits["training"], splits["test"], splits["validation"][0]
+        dims, methods = train_x.ndim - 2, profile["methods"][train_x.ndim - 2]
+        runs = (1 + len(methods)) * len(seeds)  # evaluations per fraction: every init (scratch too) and seed
+        num_classes = int(max(train_y.max(), test_y.max())) + 1
+
+        def add(phase: str, unit: str, seconds: tuple[float, float], count: int) -> None:
+            rows.append({"dataset": dataset, "phase": phase, "unit": unit, "cpu_s": seconds[0], "wall_s": seconds[1],
+                         "count": count, "cpu_h": seconds[0] * count / 3600, "wall_h": seconds[1] * count / 3600})
+            print(f"  {dataset} {phase}: {seconds[0]:.3f} s CPU ({seconds[1]:.3f} s wall) per {unit} x {count}",
+                  flush=True)
+
+        iterations = profile["pretrain_iterations"][dims]
+        for method in methods:  # steps + 2 iterations: the first warms up, the last writes the checkpoint
+            clock = StepClock()
+            pretrain(method, train_x, {**profile, "pretrain_iterations": {dims: steps + 2}},
+                     work / dataset / method, device, handlers=[clock])
+            batch = min(profile["pretrain_batch"][dims], len(train_x))
+            add(f"pretrain {method}", f"iteration ({batch} images)", clock.step(steps), iterations)
+
+        export = random_init_export(train_x, profile, work / dataset / "scratch")
+        subset = min(len(train_x), len(test_x), 256 if dims == 2 else 32)
+        encoder = build_classifier(num_classes, pretrained_encoder=export).encoder
+        items = [{"image": image, "class": int(label)} for image, label in zip(train_x[:subset], train_y[:subset])]
+        extract_features(encoder, items[:2], batch_size=256, device=device)  # warm-up
+        seconds = timed(lambda: extract_features(encoder, items, batch_size=256, device=device))
+        add("features (kNN, probe)", "image", tuple(s / subset for s in seconds),
+            (1 + len(methods)) * (len(train_x) + len(test_x)))
+        model = build_classifier(num_classes, pretrained_encoder=export, mode="full")
+        predict_proba(model, test_x[:2], device=device)  # warm-up
+        predicted = timed(lambda: predict_proba(model, test_x[:subset], batch_size=256, device=device))
+        predicted = tuple(s / subset for s in predicted)
+        add("fine-tune test prediction", "image", predicted, runs * len(fractions) * len(test_x))
+
+        step_time = {}  # seconds per fine-tuning step, by batch size
+        width = encoder.embedding_dim
+        random = np.random.default_rng(0)
+        for fraction, index in nested_label_fractions(train_y, fractions, seed=seeds[0]).items():
+            batches = finetune_batches(profile, train_y[index])
+            for size in sorted(set(batches) - set(step_time)):  # one step of `size` images per epoch
+                clock = StepClock()
+                fine_tune_classifier(build_classifier(num_classes, pretrained_encoder=export, mode="full"),
+                                     train_x[:size], train_y[:size], epochs=steps + 1, batch_size=size,
+                                     lr=profile["finetune_lr"], device=device, augment=flip_augment(dims),
+                                     on_epoch_end=clock)
+                step_time[size] = clock.step(steps)
+            epochs = epochs_for(profile, fraction, dims, len(index))
+            per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
+            add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
+                runs * epochs)
+            if profile["val_evaluations"]:  # validation AUC of the epochs fine_tune's keep_best evaluates
+                every = max(1, epochs // profile["val_evaluations"])
+                evaluations = sum(1 for e in range(1, epochs + 1) if e % every == 0 or e == epochs)
+                add(f"fine-tune {fraction:.0%} validation", "image", predicted, runs * evaluations * len(val_x))
+            train_f = random.standard_normal((len(index), width)).astype(np.float32)
+            test_f = random.standard_normal((len(test_x), width)).astype(np.float32)
+            knn = timed(lambda: knn_classify(train_f, train_y[index], test_f, k=200, num_classes=num_classes))
+            probe = timed(lambda: linear_probe(train_f, train_y[index], test_f, num_classes=num_classes))
+            add(f"kNN + linear probe {fraction:.0%}", "pair of calls", (knn[0] + probe[0], knn[1] + probe[1]), runs)
+
+    total_cpu, total_wall = sum(r["cpu_h"] for r in rows), sum(r["wall_h"] for r in rows)
+    table = markdown_table([{"dataset": r["dataset"], "phase": r["phase"], "timed unit": r["unit"],
+                             "s per unit (CPU)": f"{r['cpu_s']:.3g}", "s per unit (wall)": f"{r['wall_s']:.3g}",
+                             "units": r["count"], "projected h (CPU)": f"{r['cpu_h']:.2f}",
+                             "projected h (wall)": f"{r['wall_h']:.2f}"} for r in rows])
+    print(f"\nprofile {profile['name']}: projected from step times measured here ({steps} steps after a warm-up, "
+          f"median; device {device}, {torch.get_num_threads()} torch threads)\n{table}\n"
+          f"total: {total_cpu:.1f} h of CPU time ({total_cpu / 24:.1f} days), {total_wall:.1f} h wall-clock "
+          "at the load during this measurement", flush=True)
+    return {"profile": profile["name"], "device": device, "torch_threads": torch.get_num_threads(), "steps": steps,
+            "load_average": [round(v, 2) for v in os.getloadavg()], "rows": rows, "table": table,
+            "total_cpu_h": total_cpu, "total_wall_h": total_wall}
+
+
 def resolve_data_dir(data_dir: str | None) -> Path:
     if data_dir is not None:
         path = Path(data_dir)
@@ -401,6 +547,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
     parser.add_argument("--work-dir", help="where encoder exports go (default: a temporary folder)")
+    parser.add_argument("--estimate-runtime", action="store_true",
+                        help="instead of running the profile, time a few steps of each of its phases here and print "
+                        "the projected runtime (per phase and total)")
+    parser.add_argument("--estimate-steps", type=int, default=2, help="timed steps per phase (after one warm-up)")
     parser.add_argument("--out", help="result JSON (default benchmarks/label_efficiency.json for the full and "
                         "quick profiles, benchmarks/label_efficiency_<profile>.json otherwise)")
     args = parser.parse_args(argv)
@@ -415,6 +565,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "device": device, "torch_threads": torch.get_num_threads(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    if args.estimate_runtime:
+        with tempfile.TemporaryDirectory(prefix="label_efficiency_estimate_") as tmp:
+            return estimate_runtime(profile, data_dir, args.datasets, fractions, args.seeds, device,
+                                    args.estimate_steps, Path(args.work_dir) if args.work_dir else Path(tmp))
     result: dict = {}
     records_done, runs_done = [], {}  # this run's records and timings, of the datasets finished so far
     with tempfile.TemporaryDirectory(prefix="label_efficiency_") as tmp:

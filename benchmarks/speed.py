@@ -1,6 +1,6 @@
 """Speed benchmarks of medssl3d, each figure a ratio or a share measured in one run on one machine.
 
-    python benchmarks/speed.py [--quick] [--out benchmarks/speed.json] [--skip SECTION ...]
+    python benchmarks/speed.py [--quick] [--out benchmarks/speed.json] [--skip SECTION ... | --only SECTION ...]
 
 Sections (``--skip`` takes their names):
 
@@ -9,24 +9,31 @@ Sections (``--skip`` takes their names):
 * ``genesis``: the full Models Genesis corruption against ``reference_genesis`` below, a plain per-window
   Python implementation of the published algorithm written for this benchmark (the speed reference), with
   the mean |corrupted - original| of both over the same cube as a check that the statistics match.
-* ``step``: one training iteration of ``medssl3d.engine.build_trainer`` (progress bar off, TensorBoard at
-  the default ``log_every=10``, no checkpoint inside the timed iterations) against a bare PyTorch loop on the
-  same Models Genesis method (resnet18), batches (4 x 1 x 64x64x32) and AdamW.
+* ``step``: one training iteration of ``medssl3d.engine.build_trainer`` as the bundles call it (progress bar,
+  TensorBoard every 10 iterations, embedding spread every 100, warm-up cosine schedule; checkpoints only after
+  the timed iterations) against a bare ``zero_grad / forward / backward / step / scheduler.step`` loop on the
+  same Models Genesis method (resnet18, same seed), batches and AdamW: process CPU time on one thread over 100
+  iterations per round, in interleaved rounds (workflow, bare, bare, workflow, ...). The step is small (2 crops of
+  32^3), so the per-iteration overhead weighs more than at a bundle's default batch.
 * ``pipeline``: share of the iteration time spent waiting in ``next(iterator)`` for the ``genesis_ct``
   bundle's data loader (CacheDataset of the deterministic chain, 2 workers) on a synthetic CT cohort.
 * ``bundles``: peak RSS and seconds per iteration of ``python -m monai.bundle run`` for every pretraining
   bundle found (``bundles/*/configs/train.yaml`` whose trainer is ``medssl3d.engine.build_trainer``), at its
-  default crop and batch, on a tiny synthetic cohort, in a fresh subprocess each.
+  default crop and batch, on a tiny synthetic cohort (2 epochs of 3 or 4 iterations), in a fresh subprocess
+  each; per iteration both wall-clock and the bundle process's CPU time, stamped by :class:`IterationClock`.
 * ``gpu``: AMP and channels-last speed-ups, batched GPU corruption against CPU workers; skipped without CUDA.
 
-One-thread figures (transforms, genesis) are CPU time of the process, so other jobs on the machine inflate
-them only through shared caches; the others are wall-clock. Timings of different code are interleaved in
-rounds and summarised by their median, so a second job slows both sides of a ratio alike.
+One-thread figures (transforms, genesis, step) are CPU time of the process, so other jobs on the machine inflate
+them only through shared caches; the others are wall-clock (bundles: CPU time too). Timings of different code
+are interleaved in rounds and summarised by their median, so a second job slows both sides of a ratio alike.
+``--only`` runs some sections; the others are kept from an existing ``--out`` file, and ``section_runs``
+records when, by which command and under which load average each section ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import inspect
 import json
@@ -233,49 +240,93 @@ def genesis_setup(seed: int = 0):
     return method, optimizer
 
 
-def bench_step(quick: bool) -> dict:
-    from ignite.engine import Events
+STEP_EPOCH = 20  # batches per epoch: the workflow's per-epoch work (RNG snapshot, new iterator) is timed too
 
-    from medssl3d.engine import build_trainer
 
-    iterations, rounds = (3, 2) if quick else (8, 3)
+def _step_loader(batch: int, crop: tuple[int, ...]):
+    """A DataLoader over ``STEP_EPOCH`` ready batch dicts (no collation)."""
     gen = torch.Generator().manual_seed(0)
-    batches = [
-        {"image": torch.rand(4, 1, 64, 64, 32, generator=gen), "target": torch.rand(4, 1, 64, 64, 32, generator=gen)}
-        for _ in range(iterations + 1)
-    ]
-    workflow_s, bare_s = [], []
+    batches = [{key: torch.rand(batch, 1, *crop, generator=gen) for key in ("image", "target")}
+               for _ in range(STEP_EPOCH)]
+    return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+
+class BareLoopBeside:
+    """Ignite handler attached after all of ``build_trainer``'s own: after each workflow iteration it runs one
+    iteration of a bare ``zero_grad / forward / backward / step / scheduler.step`` loop on a second model (same
+    seed, same batch), so the two alternate iteration by iteration and drifts in the machine's speed hit both
+    alike. ``workflow[i]``: process CPU time from the end of the previous bare iteration to the end of workflow
+    iteration ``i`` (data, step and every handler); ``bare[i]``: CPU time of bare iteration ``i``."""
+
+    def __init__(self, total: int) -> None:
+        from medssl3d.engine import warmup_cosine_schedule
+
+        self.method, self.optimizer = genesis_setup()
+        self.scheduler = warmup_cosine_schedule(self.optimizer, min(500, total), total)  # as the workflow's
+        self.method.train()
+        self.workflow: list[float] = []
+        self.bare: list[float] = []
+        self.last = None
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def start(self, _engine) -> None:
+        self.last = time.process_time()
+
+    def __call__(self, engine) -> None:
+        start = time.process_time()
+        self.workflow.append(start - self.last)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method(engine.state.batch)["loss"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.last = time.process_time()
+        self.bare.append(self.last - start)
+
+
+def bench_step(quick: bool) -> dict:
+    """Workflow (``build_trainer`` as the bundles call it) against a bare loop run beside it (see
+    :class:`BareLoopBeside`), process CPU time on one thread, in blocks of 100 iterations (10 TensorBoard
+    writes and one embedding-spread pass each) after ``warmup`` iterations."""
+    from medssl3d.engine import build_trainer, warmup_cosine_schedule
+
+    batch, crop = 2, (32, 32, 32)
+    block, blocks, warmup = 100, (1 if quick else 3), 5
+    total = warmup + block * blocks
+    method, optimizer = genesis_setup()
+    beside = BareLoopBeside(total)
     with tempfile.TemporaryDirectory() as tmp:
-        for round_index in range(rounds):
-            method, optimizer = genesis_setup()
-            trainer = build_trainer(
-                method, batches, optimizer, Path(tmp) / f"run{round_index}", max_epochs=1, resume=False,
-                progress_bar=False, checkpoint_every=10**6,
-            )
-            stamps = []
-            trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: stamps.append(time.perf_counter()))
+        trainer = build_trainer(  # bundle defaults otherwise: log_every 10, spread every 100, progress bar
+            method, _step_loader(batch, crop), optimizer, tmp, max_iterations=total, resume=False,
+            scheduler=warmup_cosine_schedule(optimizer, min(500, total), total), handlers=[beside],
+        )
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):  # the progress bar still renders
             trainer.run()
-            workflow_s.extend(np.diff(stamps))  # iteration-to-iteration: step, data and every handler
-            method, optimizer = genesis_setup()
-            method.train()
-            stamps = []
-            for batch in batches:
-                optimizer.zero_grad(set_to_none=True)
-                method(batch)["loss"].backward()
-                optimizer.step()
-                stamps.append(time.perf_counter())
-            bare_s.extend(np.diff(stamps))
+    workflow = np.reshape(beside.workflow[warmup:], (blocks, block))
+    bare = np.reshape(beside.bare[warmup:], (blocks, block))
+    per_block = workflow.sum(axis=1) / bare.sum(axis=1)
     result = {
-        "setup": "genesis, resnet18, batch 4 x 1 x 64x64x32, AdamW, CPU, "
-        f"{torch.get_num_threads()} threads; build_trainer with progress_bar=False, log_every=10 (default)",
-        "iterations_timed": len(workflow_s),
-        "workflow_s_per_iteration": round(float(np.median(workflow_s)), 4),
-        "bare_loop_s_per_iteration": round(float(np.median(bare_s)), 4),
+        "setup": f"genesis, resnet18, batch {batch} x 1 x {'x'.join(map(str, crop))}, AdamW + warm-up cosine "
+        f"schedule, CPU, {torch.get_num_threads()} torch thread; build_trainer as in the bundles (progress bar, "
+        f"TensorBoard every 10, embedding spread every 100, checkpoints only after the timed iterations), "
+        f"epochs of {STEP_EPOCH} batches; bare loop alternating iteration by iteration; process CPU time",
+        "warmup_iterations": warmup, "timed_iterations": int(workflow.size), "block": block,
+        "workflow_s_per_iteration": round(float(workflow.mean()), 4),
+        "bare_loop_s_per_iteration": round(float(bare.mean()), 4),
+        "overhead_ms_per_iteration": round(float((workflow - bare).mean()) * 1e3, 2),
+        "ratio": round(float(workflow.sum() / bare.sum()), 4),
+        "ratio_per_block": [round(float(r), 4) for r in per_block],
+        "ratio_median_of_iterations": round(float(np.median(workflow / bare)), 4),
+        "ratio_iterations_quartiles": [round(float(q), 4) for q in np.quantile(workflow / bare, [0.25, 0.75])],
+        "target_ratio": 1.05,
     }
-    result["ratio"] = round(result["workflow_s_per_iteration"] / result["bare_loop_s_per_iteration"], 3)
-    result["target_ratio"] = 1.05
     print(f"  workflow {result['workflow_s_per_iteration']} s/it, bare loop {result['bare_loop_s_per_iteration']} "
-          f"s/it: ratio {result['ratio']}")
+          f"s/it (CPU): ratio {result['ratio']} (blocks {result['ratio_per_block']}, per-iteration median "
+          f"{result['ratio_median_of_iterations']}), overhead {result['overhead_ms_per_iteration']} ms/it")
     return result
 
 
@@ -352,25 +403,29 @@ _RSS_WRAPPER = (
 )
 
 
-def iteration_seconds(tensorboard_dir: Path) -> float | None:
-    """Median wall-clock gap between consecutive per-iteration TensorBoard scalars of a run."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class IterationClock:
+    """Ignite handler, the bundle run's side of the ``bundles`` section: process CPU time and wall-clock at every
+    ``ITERATION_COMPLETED``, written as JSON to ``path`` when the run completes. A bundle run gets it through
+    ``--train#handlers "$[__import__('speed').IterationClock(path)]"`` with ``benchmarks/`` on ``PYTHONPATH``."""
 
-    accumulator = EventAccumulator(str(tensorboard_dir))
-    accumulator.Reload()
-    tags = accumulator.Tags().get("scalars", [])
-    tag = next((t for t in tags if t.endswith("loss")), tags[0] if tags else None)
-    if tag is None:
-        return None
-    walls = [event.wall_time for event in accumulator.Scalars(tag)]
-    return float(np.median(np.diff(walls))) if len(walls) > 1 else None
+    def __init__(self, path: str) -> None:
+        self.path, self.cpu, self.wall = Path(path), [], []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: (self.cpu.append(time.process_time()),
+                                                                         self.wall.append(time.perf_counter())))
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.path.write_text(json.dumps(
+            {"cpu": self.cpu, "wall": self.wall, "threads": torch.get_num_threads()})))
 
 
 def bench_bundles(quick: bool) -> list[dict]:
     from medssl3d.data.synthetic import MODALITIES, split_counts, synthesize_cohort
 
     rows = []
-    iterations = 2 if quick else 6
+    per_epoch, epochs = (3, 2) if quick else (4, 2)  # iterations per epoch (cohort size) and epochs
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as tmp:
         for config in pretraining_bundles():
             settings = yaml.safe_load(config.read_text())
@@ -379,31 +434,42 @@ def bench_bundles(quick: bool) -> list[dict]:
                 rows.append({"bundle": name, "error": f"dataset_dir {settings['dataset_dir']!r} names no modality"})
                 continue
             per_batch = int(settings["batch_size"])
-            n = next(k for k in range(2, 10**4) if split_counts(k)[0] >= per_batch * iterations)
+            n = next(k for k in range(2, 10**4) if split_counts(k)[0] >= per_batch * per_epoch)
             size = {"xray": [64, 64]}.get(modality)  # resized to the bundle's image_size by its own chain
             data = Path(tmp) / f"{modality}_{n}"
             if not data.exists():
                 synthesize_cohort(modality, n, data, size=size, progress=False)
-            root = Path(tmp) / name
+            root, clock = Path(tmp) / name, Path(tmp) / f"{name}_clock.json"
             command = [
                 sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config),
-                "--dataset_dir", str(data), "--bundle_root", str(root), "--epochs", "1", "--num_workers", "0",
-                "--log_every", "1", "--resume", "False",
+                "--dataset_dir", str(data), "--bundle_root", str(root), "--epochs", str(epochs), "--num_workers", "0",
+                "--resume", "False", "--train#handlers", f"$[__import__('speed').IterationClock({str(clock)!r})]",
             ]
-            done = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *command], capture_output=True, text=True)
+            load = os.getloadavg()
+            done = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *command], capture_output=True, text=True,
+                                  env=env)
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), "RESULT 1 0 0")
             code, rss_kb, wall = line.split()[1:]
             row = {
-                "bundle": name, "modality": modality, "batch_size": per_batch, "iterations": iterations,
+                "bundle": name, "modality": modality, "batch_size": per_batch,
                 "crop": settings.get("crop_size") or settings.get("image_size") or settings.get("tile_size"),
                 "peak_rss_mb": round(int(rss_kb) / 1024), "wall_s": round(float(wall), 1),
+                "load_average_at_start": [round(v, 2) for v in load],
             }
-            if code != "0":
-                row["error"] = (done.stderr or done.stdout).strip().splitlines()[-1][:300]
-            else:
-                row["s_per_iteration"] = iteration_seconds(root / "models" / "tensorboard")
+            if code != "0" or not clock.is_file():
+                row["error"] = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1][:300]
+            else:  # the first iteration (set-up, first batch) is left out
+                stamps = json.loads(clock.read_text())
+                cpu, wall_gaps = np.diff(stamps["cpu"]), np.diff(stamps["wall"])
+                row.update(
+                    iterations=len(stamps["cpu"]), timed_iterations=len(cpu), torch_threads=stamps["threads"],
+                    s_per_iteration=round(float(np.median(wall_gaps)), 2),
+                    s_per_iteration_min_max=[round(float(wall_gaps.min()), 2), round(float(wall_gaps.max()), 2)],
+                    cpu_s_per_iteration=round(float(np.median(cpu)), 2),
+                    cpu_s_per_iteration_min_max=[round(float(cpu.min()), 2), round(float(cpu.max()), 2)],
+                )
             rows.append(row)
-            print(f"  {name:22s} {row}")
+            print(f"  {name:22s} {row}", flush=True)
     return rows
 
 
@@ -465,33 +531,35 @@ def bench_gpu(quick: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller cohorts (<= 10 min on 2 cores)")
-    parser.add_argument("--out", default="benchmarks/speed.json", help="where the results are written as JSON")
-    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
+    parser.add_argument("--out", default="benchmarks/speed.json",
+                        help="JSON results; the sections not run now are kept from an existing file")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
+    group.add_argument("--only", nargs="+", choices=SECTIONS, help="the sections to run (default: all)")
     args = parser.parse_args()
-    start = time.perf_counter()
-    results = {
-        "command": " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, numpy {np.__version__}",
-        "load_average_at_start": os.getloadavg(),
-    }
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    command = " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]])
+    results["machine"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                          f"torch {torch.__version__}, numpy {np.__version__}")
+    runs = results.setdefault("section_runs", {})  # when, by which command and under which load each ran
     threads = torch.get_num_threads()
-    for section in SECTIONS:
-        if section in args.skip:
-            continue
-        print(f"[{section}]", flush=True)
-        one_thread = section in ("transforms", "genesis")
-        torch.set_num_threads(1 if one_thread else threads)
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
+    for section in args.only or [s for s in SECTIONS if s not in args.skip]:
+        print(f"[{section}]", flush=True)
+        one_thread = section in ("transforms", "genesis", "step")
+        torch.set_num_threads(1 if one_thread else threads)
+        start, load, started = time.perf_counter(), os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         with threadpool_limits(1 if one_thread else None):
             results[section] = globals()[f"bench_{section}"](args.quick)
-    results["load_average_at_end"] = os.getloadavg()
-    results["runtime_s"] = round(time.perf_counter() - start, 1)
-    Path(args.out).write_text(json.dumps(results, indent=1, default=float))  # numpy scalars as floats
-    print(f"total {results['runtime_s']} s; results in {args.out}")
-
+        runs[section] = {"command": command, "started": started,
+                         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "load_average_at_start": [round(v, 2) for v in load],
+                         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+                         "runtime_s": round(time.perf_counter() - start, 1)}
+        out.write_text(json.dumps(results, indent=1, default=float))  # after each section; numpy scalars as floats
+    print(f"results in {args.out}")
 
 if __name__ == "__main__":
     main()
