@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from .test_label_efficiency_smoke import _fake_npz, _load_script
+from ._scripts import load_benchmark
+from .test_label_efficiency_smoke import _fake_npz
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +15,7 @@ def estimate(tmp_path_factory):
     data = tmp_path_factory.mktemp("medmnist")
     _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=0)
     _fake_npz(data / "adrenalmnist3d.npz", {"train": 20, "val": 4, "test": 10}, (16, 16, 16), seed=1)
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     result = module.main(["--data-dir", str(data), "--smoke-size", "--estimate-runtime", "--estimate-steps", "1",
                           "--fractions", "0.1", "1.0", "--seeds", "0", "1"])
     return module, result
@@ -47,7 +48,7 @@ def test_every_phase_of_the_profile_is_timed_and_counted(estimate):
 
 
 def test_finetune_batches_follow_fine_tune_classifier():
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     profile = {**module.PROFILES["full"]}  # batch 64, no class balancing
     assert module.finetune_batches(profile, [0] * 130) == [64, 64, 2]
     assert module.finetune_batches(profile, [0] * 129) == [64, 65]  # a last batch of one is merged

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,14 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "label_efficiency.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ._scripts import load_benchmark
 
 
 def _fake_npz(path: Path, counts: dict[str, int], shape: tuple[int, ...], seed: int) -> None:
@@ -40,7 +32,7 @@ def smoke(tmp_path_factory):
     _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=0)
     _fake_npz(data / "adrenalmnist3d.npz", {"train": 20, "val": 4, "test": 10}, (16, 16, 16), seed=1)  # 3D: small
     out = data / "result.json"
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     result = module.main(["--data-dir", str(data), "--smoke-size", "--fractions", "0.1", "0.5", "1.0",
                           "--seeds", "0", "1", "--out", str(out)])
     return module, result, json.loads(out.read_text())
@@ -74,7 +66,7 @@ def test_separable_classes_are_learned_by_the_probes(smoke):
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     with pytest.raises(SystemExit, match="not found; --data-dir must hold"):
         module.main(["--data-dir", str(tmp_path), "--smoke-size", "--datasets", "pneumoniamnist",
                      "--out", str(tmp_path / "r.json")])
@@ -90,7 +82,7 @@ def test_finetune_records_keep_an_evaluated_epoch(smoke):
 
 
 def test_sample_budget_becomes_the_fewest_epochs_covering_it():
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     medium = module.PROFILES["medium"]
     for dims, fraction, n in ((3, 0.01, 12), (3, 0.1, 119), (3, 1.0, 1188), (2, 0.01, 47), (2, 0.1, 470)):
         epochs = module.epochs_for(medium, fraction, dims, n)
@@ -100,7 +92,7 @@ def test_sample_budget_becomes_the_fewest_epochs_covering_it():
 
 
 def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_path):
-    module = _load_script()
+    module = load_benchmark("label_efficiency")
     _fake_npz(tmp_path / "d.npz", {"train": 24, "val": 12, "test": 4}, (16, 16), seed=3)
     splits = module.load_medmnist(tmp_path / "d.npz")
     export = module.random_init_export(splits["training"][0], module.PROFILES["smoke"], tmp_path / "scratch")

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pretrain_convergence.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_convergence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ._scripts import load_benchmark
 
 
 def test_main_writes_finite_curves_and_statistics(tmp_path):
-    script = _load_script()
+    script = load_benchmark("pretrain_convergence")
     out = tmp_path / "convergence.json"
     argv = ["--iterations", "3", "--methods", "rotation", "simclr", "--cases", "3", "--size", "64", "64", "24",
             "--batch", "2", "--crops-per-volume", "1", "--threads", "1", "--warmup", "1",

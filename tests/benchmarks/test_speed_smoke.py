@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from pathlib import Path
 
 from ignite.engine import Engine
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ._scripts import load_benchmark
 
 
 def test_iteration_clock_stamps_every_iteration_and_writes_at_completion(tmp_path):
-    speed = _load_script()
+    speed = load_benchmark("speed")
 
     def busy(_engine, _batch):  # 20 ms of CPU work per iteration
         end = time.process_time() + 0.02
