@@ -40,5 +40,6 @@ from .views import (
     RandRelativeGaussianNoised,
     ct_mri_views_3d,
     histology_views_2d,
+    shape_views_3d,
     xray_views_2d,
 )

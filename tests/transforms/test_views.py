@@ -13,6 +13,7 @@ from medssl3d.transforms.views import (
     RandRelativeGaussianNoised,
     ct_mri_views_3d,
     histology_views_2d,
+    shape_views_3d,
     xray_views_2d,
 )
 
@@ -36,6 +37,8 @@ CHAINS = [
     (lambda: ct_mri_views_3d((16, 16, 8), elastic=False), (1, 16, 16, 8)),
     (lambda: xray_views_2d((16, 16)), (1, 16, 16)),
     (lambda: histology_views_2d((16, 16)), (3, 16, 16)),
+    (lambda: shape_views_3d((16, 16, 16)), (1, 16, 16, 16)),
+    (lambda: shape_views_3d((16, 16, 8), scale=0.1), (1, 16, 16, 8)),
 ]
 
 
@@ -151,3 +154,40 @@ def test_hed_jitter_seeded_dict_shares_draw_and_checks_input():
     np.testing.assert_array_equal(a["x"], a["y"])
     with pytest.raises(ValueError, match="RandHEDJitterd, key 'x'.*\\[0, 1\\]"):
         RandHEDJitterd("x")({"x": img * 255})
+
+
+def _ellipsoid_mask(shape=(24, 24, 24), radii=(6, 4, 3)):
+    """A binary ellipsoid off the centre, axes of different lengths, so every rotation and flip shows."""
+    grids = np.meshgrid(*[np.arange(s) - s / 2 + 0.5 for s in shape], indexing="ij")
+    inside = sum(((g - shift) / r) ** 2 for g, r, shift in zip(grids, radii, (1, -1, 0))) <= 1
+    return inside[None].astype(np.float32)
+
+
+def test_shape_views_keep_volume_and_extent_of_a_mask():
+    """Rigid views: the mask's volume and its sorted principal extents survive (a crop-and-resize would
+    scale both), while its position and orientation change."""
+    mask = _ellipsoid_mask()
+    chain = shape_views_3d(mask.shape[1:]).set_random_state(3)
+    volume = mask.sum()
+
+    def extents(m):
+        coords = np.argwhere(m[0] > 0.5).astype(float)
+        return np.sort(np.sqrt(np.linalg.eigvalsh(np.cov(coords.T))))
+
+    moved = 0
+    for _ in range(10):
+        view = np.asarray(chain(mask.copy()))
+        assert view.shape == mask.shape
+        assert abs(view.sum() - volume) / volume < 0.05
+        assert np.allclose(extents(view), extents(mask), rtol=0.1)
+        moved += not np.allclose(view, mask)
+    assert moved >= 9
+
+
+def test_shape_views_rotate90_only_in_square_planes_and_check_arguments():
+    planes = [t.spatial_axes for t in shape_views_3d((16, 16, 8)).transforms if hasattr(t, "spatial_axes")]
+    assert planes == [(0, 1)]
+    with pytest.raises(ValueError, match="shape_views_3d: expected a 3D spatial size"):
+        shape_views_3d((16, 16))
+    with pytest.raises(ValueError, match="scale=1.5"):
+        shape_views_3d((16, 16, 16), scale=1.5)
