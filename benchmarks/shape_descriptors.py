@@ -1,6 +1,6 @@
 """Hand-made shape descriptors on AdrenalMNIST3D: how far do volume, surface and extent go without a network?
 
-    python benchmarks/shape_descriptors.py [--data-dir DIR] [--out benchmarks/shape_descriptors.json]
+    python benchmarks/shape_descriptors.py [--data-dir DIR] [--fractions 0.01 0.1 1.0] [--out benchmarks/shape_descriptors.json]
 
 AdrenalMNIST3D holds binary 28³ masks of adrenal glands (normal vs mass), so its class lies in the object's size
 and form. This reference fits a logistic regression (``medssl3d.evaluation.linear_probe``: standardised
@@ -48,6 +48,7 @@ def shape_descriptors(images: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="folder with adrenalmnist3d.npz (default: ../shared/data/medmnist)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "shape_descriptors.json"))
     args = parser.parse_args(argv)
     splits = load_medmnist(resolve_data_dir(args.data_dir) / "adrenalmnist3d.npz")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     train_f, test_f = shape_descriptors(train_x), shape_descriptors(test_x)
     records = []
     for seed in SEEDS:
-        for fraction, index in nested_label_fractions(train_y, FRACTIONS, seed=seed).items():
+        for fraction, index in nested_label_fractions(train_y, args.fractions, seed=seed).items():
             probs = linear_probe(train_f[index], train_y[index], test_f, seed=seed, num_classes=2)
             metrics = classification_metrics(test_y, probs, 2)
             records.append({"fraction": fraction, "seed": seed, "n_labels": len(index),
