@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import os
@@ -97,7 +98,7 @@ from medssl3d.transforms import (
     RandGenesisCorruptiond,
     RandRotationPredictiond,
 )
-from medssl3d.transforms.views import ct_mri_views_3d, xray_views_2d
+from medssl3d.transforms.views import ct_mri_views_3d, shape_views_3d, xray_views_2d
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
@@ -122,7 +123,9 @@ BASELINES = {
 # processes for the pretext transforms (0 on a 2-core machine; the GPU is fed by several). Fine-tuning
 # protocol: "class_balanced" (repeat-factor sampling), "encoder_lr_scale" (encoder lr / head lr, pretrained
 # inits only), "val_evaluations" (validation AUC measured about that many times per run, the best epoch kept;
-# 0: the last epoch, the validation split unused).
+# 0: the last epoch, the validation split unused). "views_3d": the 3D contrastive views, "ct" (the CT/MRI
+# crop-and-resize chain) or "shape" (``shape_views_3d``: rigid, size kept, for masks such as AdrenalMNIST3D's);
+# "augment_3d": 3D fine-tuning augmentation, "flip" (``flip_augment``) or "symmetry" (``symmetry_augment``).
 PROFILES = {
     "full": {
         "name": "full", "encoder": "resnet18", "encoder_kwargs": {"conv1_t_stride": 1, "conv1_t_size": 3},
@@ -131,6 +134,7 @@ PROFILES = {
         "pretrain_iterations": {2: 3000, 3: 2000}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
         "epochs": {0.01: 100, 0.1: 40, 1.0: 20}, "finetune_batch": 64, "finetune_lr": 1e-3, "workers": 8,
         "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
+        "views_3d": "shape", "augment_3d": "symmetry",
     },
     "medium": {
         "name": "medium", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
@@ -139,6 +143,7 @@ PROFILES = {
         "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
         "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
+        "views_3d": "ct", "augment_3d": "flip",
     },
     # "medium" with longer, wider pretraining of both a contrastive and (3D) a restoration method.
     "long": {
@@ -148,6 +153,7 @@ PROFILES = {
         "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
         "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
+        "views_3d": "ct", "augment_3d": "flip",
     },
     "quick": {
         "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
@@ -155,6 +161,7 @@ PROFILES = {
         "pretrain_iterations": {2: 100, 3: 40}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
         "epochs": {0.01: 20, 0.1: 3, 1.0: 1}, "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
         "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
+        "views_3d": "ct", "augment_3d": "flip",
     },
     "smoke": {
         "name": "smoke", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
@@ -163,6 +170,7 @@ PROFILES = {
         "finetune_samples": {2: {0.01: 8, 0.1: 8, 1.0: 40}, 3: {0.01: 4, 0.1: 4, 1.0: 20}},
         "finetune_batch": 16, "finetune_lr": 1e-3, "workers": 0,
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 2,
+        "views_3d": "shape", "augment_3d": "symmetry",
     },
 }
 MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
@@ -175,19 +183,24 @@ def _no_blur(chain: Compose) -> Compose:
     return Compose([t for t in chain.transforms if not isinstance(t, RandGaussianSmooth)])
 
 
-def view_chain(dims: int, size: int) -> Compose:
-    """Contrastive view chain for ``size``-pixel 2D radiographs or 3D volumes (see module docstring)."""
+def view_chain(dims: int, size: int, views_3d: str = "ct") -> Compose:
+    """Contrastive view chain for ``size``-pixel 2D radiographs or 3D volumes (see module docstring);
+    ``views_3d``: "ct" (crop-and-resize CT/MRI chain) or "shape" (rigid ``shape_views_3d``, for masks)."""
     if dims == 2:
         return _no_blur(xray_views_2d((size, size), crop_scale=(0.5, 1.0)))
-    return _no_blur(ct_mri_views_3d((size,) * 3, crop_scale=(0.35, 1.0), elastic=False))
+    if views_3d == "shape":
+        return shape_views_3d((size,) * 3)
+    if views_3d == "ct":
+        return _no_blur(ct_mri_views_3d((size,) * 3, crop_scale=(0.35, 1.0), elastic=False))
+    raise ValueError(f"label_efficiency: views_3d must be 'ct' or 'shape', got {views_3d!r}.")
 
 
-def pretext_transform(method: str, dims: int, size: int) -> Compose:
+def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct") -> Compose:
     """The MONAI chain turning ``{"image": (1, *spatial)}`` into what ``method`` learns from."""
     voxels = size**dims
     genesis = RandGenesisCorruptiond(keys="image", target_key="target",
                                      num_windows=max(50, round(10000 * voxels / (64 * 64 * 32))))
-    views = MultiViewd(keys="image", view_transform=view_chain(dims, size), num_views=2)
+    views = MultiViewd(keys="image", view_transform=view_chain(dims, size, views_3d), num_views=2)
     if method == "genesis":
         return Compose([genesis])
     if method in ("simclr", "dcl", "vicreg", "simsiam"):
@@ -218,7 +231,7 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
     min_input = 16 if encoder.feature_strides[-1] > size else None
     ssl = build_ssl(method, encoder, min_input)
-    transform = pretext_transform(method, dims, size)
+    transform = pretext_transform(method, dims, size, profile["views_3d"])
     transform.set_random_state(seed=0)
     dataset = Dataset([{"image": image} for image in images], transform=transform)
     batch = min(profile["pretrain_batch"][dims], len(images))
@@ -260,6 +273,38 @@ def flip_augment(dims: int):
     return augment
 
 
+def symmetry_augment(dims: int):
+    """Per-sample random element of the cube's symmetry group (48: the flips of ``flip_augment`` on every axis,
+    then one of the 6 orders of the spatial axes) for cubic 3D batches (B, C, S, S, S); 2D: ``flip_augment``.
+    For shape data (masks), whose class does not depend on the object's orientation."""
+    flips = flip_augment(dims)
+    if dims == 2:
+        return flips
+    orders = list(itertools.permutations((2, 3, 4)))
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        if len(set(x.shape[2:])) != 1:
+            raise ValueError(f"symmetry_augment: expected a cubic batch (B, C, S, S, S), got {tuple(x.shape)}.")
+        x = flips(x)
+        choice = torch.randint(len(orders), (x.shape[0],), device=x.device)
+        out = x.clone()
+        for index, order in enumerate(orders[1:], start=1):
+            chosen = choice == index
+            out[chosen] = x[chosen].permute(0, 1, *order)
+        return out
+
+    return augment
+
+
+def finetune_augment(profile: dict, dims: int):
+    """The profile's fine-tuning augmentation: 2D ``flip_augment``; 3D by ``augment_3d`` ("flip" | "symmetry")."""
+    if dims == 2 or profile["augment_3d"] == "flip":
+        return flip_augment(dims)
+    if profile["augment_3d"] == "symmetry":
+        return symmetry_augment(dims)
+    raise ValueError(f"label_efficiency: augment_3d must be 'flip' or 'symmetry', got {profile['augment_3d']!r}.")
+
+
 def epochs_for(profile: dict, fraction: float, dims: int, n_labels: int) -> int:
     """Fine-tuning epochs at ``fraction`` (``n_labels`` images): the profile's entry for the largest listed
     fraction <= it, in epochs, or in samples turned into the fewest whole epochs covering them."""
@@ -294,7 +339,8 @@ def fine_tune(init: str, export: Path, train: tuple, val: tuple, profile: dict, 
     encoder_lr = None if init == "scratch" else profile["finetune_lr"] * profile["encoder_lr_scale"]
     model = fine_tune_classifier(model, x, y, epochs=epochs, batch_size=profile["finetune_batch"],
                                  lr=profile["finetune_lr"], encoder_lr=encoder_lr, seed=seed, device=device,
-                                 augment=flip_augment(dims), class_balanced=profile["class_balanced"],
+                                 augment=finetune_augment(profile, dims),
+                                 class_balanced=profile["class_balanced"],
                                  on_epoch_end=keep_best)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -487,7 +533,7 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
                 clock = StepClock()
                 fine_tune_classifier(build_classifier(num_classes, pretrained_encoder=export, mode="full"),
                                      train_x[:size], train_y[:size], epochs=steps + 1, batch_size=size,
-                                     lr=profile["finetune_lr"], device=device, augment=flip_augment(dims),
+                                     lr=profile["finetune_lr"], device=device, augment=finetune_augment(profile, dims),
                                      on_epoch_end=clock)
                 step_time[size] = clock.step(steps)
             epochs = epochs_for(profile, fraction, dims, len(index))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ._scripts import load_benchmark
 
@@ -106,3 +108,31 @@ def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_
         val_auc[evaluations] = module.classification_metrics(splits["validation"][1], probs, 2)["auc"]
         assert epochs == 6 and (kept == 6 if evaluations == 0 else 1 <= kept <= 6)
     assert val_auc[6] >= val_auc[0] - 1e-12
+
+
+def _cube_symmetries(volume: torch.Tensor) -> list[torch.Tensor]:
+    """The 48 images of a (C, S, S, S) volume under the cube's symmetry group (flips, then an axis order)."""
+    images = []
+    for flips in itertools.product((False, True), repeat=3):
+        flipped = volume.flip([1 + a for a, f in enumerate(flips) if f]) if any(flips) else volume
+        images += [flipped.permute(0, *order) for order in itertools.permutations((1, 2, 3))]
+    return images
+
+
+def test_symmetry_augment_draws_cube_symmetries_per_sample():
+    module = load_benchmark("label_efficiency")
+    torch.manual_seed(0)
+    batch = torch.rand(64, 1, 5, 5, 5)
+    out = module.symmetry_augment(3)(batch)
+    assert out.shape == batch.shape
+    drawn = set()
+    for sample, augmented in zip(batch, out):
+        matches = [i for i, image in enumerate(_cube_symmetries(sample)) if torch.equal(image, augmented)]
+        assert len(matches) == 1  # a random volume has no symmetry of its own: exactly one element fits
+        drawn.add(matches[0])
+    assert len(drawn) > 20  # per sample, not one draw for the whole batch
+    with pytest.raises(ValueError, match="expected a cubic batch"):
+        module.symmetry_augment(3)(torch.rand(2, 1, 4, 4, 3))
+    assert module.finetune_augment(module.PROFILES["quick"], 3) is not None
+    with pytest.raises(ValueError, match="augment_3d must be"):
+        module.finetune_augment({**module.PROFILES["quick"], "augment_3d": "mixup"}, 3)
