@@ -40,7 +40,9 @@ longer and a better fine-tuning protocol: a budget of training SAMPLES per label
 1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch with the best
 validation AUC kept; "long" is medium with 5x (2D SimCLR, 1000 x 128) and 5x (3D SimCLR and Models Genesis,
-400 x 32) more pretraining samples, about an hour on 2 CPU cores; the default "full" profile runs every method for longer (a GPU is used when available);
+400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
+size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
+AdrenalMNIST3D's binary masks; the default "full" profile runs every method for longer (a GPU is used when available);
 "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a JSON with every per-seed record, the mean ± std summary and the
 markdown tables; records of datasets not run now are kept from an existing ``--out`` file.
 """
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import itertools
 import json
 import math
@@ -104,7 +107,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
 DEFAULT_OUT = {"full": "label_efficiency.json", "quick": "label_efficiency.json",
                "medium": "label_efficiency_medium.json", "long": "label_efficiency_long.json",
-               "smoke": "label_efficiency_smoke.json"}
+               "long_shape": "label_efficiency_long_shape.json", "smoke": "label_efficiency_smoke.json"}
 METRICS = ("auc", "accuracy", "f1_weighted")
 FRACTIONS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
@@ -155,6 +158,18 @@ PROFILES = {
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
         "views_3d": "ct", "augment_3d": "flip",
     },
+    # "long" with views and fine-tuning augmentation for shape data (AdrenalMNIST3D holds binary masks): rigid
+    # contrastive views that keep the object's size, the cube's 48 symmetries in fine-tuning, and 2.5x the
+    # fine-tuning samples at 10 and 100 % (the symmetries make more epochs useful). 2D as "long".
+    "long_shape": {
+        "name": "long_shape", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
+        "methods": {2: ("simclr",), 3: ("simclr", "genesis")},
+        "pretrain_iterations": {2: 1000, 3: 400}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
+        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 3000, 1.0: 9000}},
+        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
+        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
+        "views_3d": "shape", "augment_3d": "symmetry",
+    },
     "quick": {
         "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
         "methods": {2: ("simclr", "genesis"), 3: ("simclr",)},
@@ -174,6 +189,7 @@ PROFILES = {
     },
 }
 MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
+VIEW_METHODS = ("simclr", "dcl", "vicreg", "simsiam", "multitask")  # methods trained on MultiViewd views
 # VICReg's published 8192-wide expander has 134M parameters: far too many for 28-pixel data and a CPU.
 METHOD_ARGS = {"vicreg": {"expander_dim": 2048}}
 
@@ -249,6 +265,36 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     start = time.perf_counter()
     trainer.run()
     return out_dir / "encoder.pt", time.perf_counter() - start
+
+
+def pretraining_settings(method: str, images: np.ndarray, profile: dict, device: str) -> dict:
+    """Everything that decides a pretraining run of ``pretrain`` (seeded with 0 throughout), the training
+    images' SHA-1 included: ``--reuse-exports`` reuses an export only when its stamp holds exactly these."""
+    dims = images.ndim - 2
+    settings = {"method": method, "encoder": profile["encoder"], "encoder_kwargs": profile["encoder_kwargs"],
+                "iterations": profile["pretrain_iterations"][dims],
+                "batch": min(profile["pretrain_batch"][dims], len(images)), "lr": profile["pretrain_lr"],
+                "workers": profile["workers"] if device != "cpu" else 0, "device": device,
+                "images": list(images.shape), "images_sha1": hashlib.sha1(images.tobytes()).hexdigest()}
+    if dims == 3 and method in VIEW_METHODS:
+        settings["views_3d"] = profile["views_3d"]
+    return settings
+
+
+def pretrained_export(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str,
+                      reuse: bool) -> tuple[Path, float, bool]:
+    """(export, pretraining seconds, reused?): with ``reuse``, the export in ``out_dir`` when its stamp
+    ``pretraining.json`` matches ``pretraining_settings`` (the seconds are the stamped ones); else a new
+    pretraining, stamped."""
+    settings = pretraining_settings(method, images, profile, device)
+    stamp, export = out_dir / "pretraining.json", out_dir / "encoder.pt"
+    if reuse and stamp.is_file() and export.is_file():
+        stamped = json.loads(stamp.read_text())
+        if stamped.get("settings") == settings:
+            return export, stamped["seconds"], True
+    export, seconds = pretrain(method, images, profile, out_dir, device)
+    write_json_atomic({"settings": settings, "seconds": round(seconds, 1)}, stamp)
+    return export, seconds, False
 
 
 def random_init_export(images: np.ndarray, profile: dict, out_dir: Path) -> Path:
@@ -593,6 +639,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
     parser.add_argument("--work-dir", help="where encoder exports go (default: a temporary folder)")
+    parser.add_argument("--reuse-exports", action="store_true",
+                        help="with --work-dir: reuse an encoder export there whose pretraining stamp matches this "
+                        "run's settings and data exactly, instead of pretraining again (recorded in the JSON)")
     parser.add_argument("--estimate-runtime", action="store_true",
                         help="instead of running the profile, time a few steps of each of its phases here and print "
                         "the projected runtime (per phase and total)")
@@ -600,6 +649,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="result JSON (default benchmarks/label_efficiency.json for the full and "
                         "quick profiles, benchmarks/label_efficiency_<profile>.json otherwise)")
     args = parser.parse_args(argv)
+    if args.reuse_exports and not args.work_dir:
+        parser.error("--reuse-exports needs --work-dir (the folder holding the exports to reuse)")
     profile_name = args.profile
     profile = PROFILES[profile_name]
     torch.set_num_threads(args.threads)
@@ -628,18 +679,21 @@ def main(argv: list[str] | None = None) -> dict:
             train_x = splits["training"][0]
             dims = train_x.ndim - 2
             exports = {"scratch": random_init_export(train_x, profile, work / dataset / "scratch")}
-            pretrain_seconds = {}
+            pretrain_seconds, reused = {}, []
             for method in profile["methods"][dims]:
                 print(f"{dataset}: pretraining {method}", flush=True)
-                exports[method], pretrain_seconds[method] = pretrain(method, train_x, profile,
-                                                                     work / dataset / method, device)
-                print(f"{dataset}: {method} pretrained in {pretrain_seconds[method]:.0f} s", flush=True)
+                exports[method], pretrain_seconds[method], was_reused = pretrained_export(
+                    method, train_x, profile, work / dataset / method, device, args.reuse_exports)
+                reused += [method] * was_reused
+                print(f"{dataset}: {method} {'reused, pretrained earlier' if was_reused else 'pretrained'} in "
+                      f"{pretrain_seconds[method]:.0f} s", flush=True)
             records = []
             for init, export in exports.items():
                 records += evaluate_encoder(init, export, splits, profile, fractions, args.seeds, device, dataset)
             records_done += records
             runs_done[dataset] = {**run_info, "seconds": round(time.perf_counter() - started, 1),
                                   "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},
+                                  "reused_exports": reused,
                                   "load_average_at_end": [round(v, 1) for v in os.getloadavg()]}
             # re-read --out now: another process may have written other datasets meanwhile; keep those
             previous = json.loads(out.read_text()) if out.is_file() else {}

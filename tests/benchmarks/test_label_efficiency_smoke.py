@@ -136,3 +136,28 @@ def test_symmetry_augment_draws_cube_symmetries_per_sample():
     assert module.finetune_augment(module.PROFILES["quick"], 3) is not None
     with pytest.raises(ValueError, match="augment_3d must be"):
         module.finetune_augment({**module.PROFILES["quick"], "augment_3d": "mixup"}, 3)
+
+
+def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
+    module = load_benchmark("label_efficiency")
+    _fake_npz(tmp_path / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=4)
+    work = tmp_path / "work"
+    args = ["--data-dir", str(tmp_path), "--datasets", "pneumoniamnist", "--smoke-size", "--fractions", "1.0",
+            "--seeds", "0", "--work-dir", str(work), "--reuse-exports"]
+    first = module.main(args + ["--out", str(tmp_path / "a.json")])
+    export = work / "pneumoniamnist" / "rotation" / "encoder.pt"
+    written = export.stat().st_mtime_ns
+    second = module.main(args + ["--out", str(tmp_path / "b.json")])
+    assert first["runs"]["pneumoniamnist"]["reused_exports"] == []
+    assert second["runs"]["pneumoniamnist"]["reused_exports"] == list(module.PROFILES["smoke"]["methods"][2])
+    assert export.stat().st_mtime_ns == written  # not pretrained again
+    knn = lambda result: [r["auc"] for r in result["records"] if r["eval"] == "knn"]
+    assert knn(first) == knn(second)
+    stamp = json.loads((export.parent / "pretraining.json").read_text())
+    stamp["settings"]["iterations"] += 1  # another profile's run: pretrained again
+    (export.parent / "pretraining.json").write_text(json.dumps(stamp))
+    third = module.main(args + ["--out", str(tmp_path / "c.json")])
+    assert "rotation" not in third["runs"]["pneumoniamnist"]["reused_exports"]
+    assert export.stat().st_mtime_ns != written
+    with pytest.raises(SystemExit):
+        module.main(["--data-dir", str(tmp_path), "--smoke-size", "--reuse-exports"])
