@@ -1,6 +1,6 @@
 """The training workflow every method shares: one step on MONAI's ignite engine, optimizers and warm-up +
-cosine schedules, momentum (EMA) updates, full-state checkpoints with exact resume, encoder export, and
-TensorBoard/console monitoring. ``build_trainer`` assembles them; bundles instantiate it."""
+cosine schedules, momentum (EMA) updates, full-state checkpoints with exact resume, encoder export,
+TensorBoard/console monitoring and online kNN validation. ``build_trainer`` assembles them; bundles instantiate it."""
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -16,7 +16,15 @@ from .checkpoint import (
 )
 from .ema import MomentumUpdate, cosine_momentum
 from .export import EXPORT_FORMAT, INPUT_KEYS, EncoderExport, export_encoder, load_encoder_export, read_encoder_export
-from .monitor import EmbeddingSpread, TrainingMonitor, embedding_spread
+from .knn_validation import OnlineKNNValidation, leave_one_out_knn
+from .monitor import (
+    EmbeddingSpread,
+    RestorationImages,
+    TrainingMonitor,
+    embedding_spread,
+    restoration_methods,
+    slice_grid,
+)
 from .optim import OPTIMIZERS, build_optimizer, warmup_cosine_schedule
 from .resume import SUPERVISED_CHECKPOINT_FORMAT, SupervisedResume
 from .step import SSLStep, StepEvents, move_to_device

@@ -35,6 +35,7 @@ from torch import nn
 from .checkpoint import TrainingCheckpoint, capture_rng_state, restore_rng_state
 from .ema import MomentumUpdate
 from .export import EncoderExport
+from .knn_validation import OnlineKNNValidation
 from .monitor import TrainingMonitor
 from .step import SSLStep, StepEvents
 
@@ -179,6 +180,10 @@ def build_trainer(
     spread_key: str | None = "image",
     spread_every: int = 100,
     progress_bar: bool = True,
+    image_every: int | None = 100,
+    knn_validation: Sequence[dict] | None = None,
+    knn_every: int = 1000,
+    knn_label_key: str = "class",
     handlers: Sequence = (),
 ) -> SSLTrainer:
     """A ready :class:`SSLTrainer` for ``method``; call ``.run()``.
@@ -201,7 +206,27 @@ def build_trainer(
             ignored for other methods.
         log_every: iterations between TensorBoard scalars.
         spread_key, spread_every: batch key embedded for the collapse statistic (``None``: off), and how often.
+        image_every: iterations between TensorBoard image grids (input, target, restoration) of restoration
+            methods (:class:`~medssl3d.engine.monitor.RestorationImages`; ``None``: off; other methods log none).
+        knn_validation: a labelled split for online kNN validation
+            (:class:`~medssl3d.engine.knn_validation.OnlineKNNValidation`, leave-one-out, logged as
+            ``val/knn_accuracy`` and ``val/knn_auc``): a dataset of dicts with ``image`` ``(C, *spatial)`` of one
+            common shape and an int class ``knn_label_key``, or a DataLoader over one; ``None``: off.
+        knn_every: iterations between kNN validations (and one at the end).
         handlers: further ignite/MONAI handlers, attached last.
+
+    Online kNN validation from a bundle whose datalist has a labelled ``validation`` list (items
+    ``{"image": ..., "class": int}``): the bundle's deterministic transforms and a centre crop to one size,
+    e.g. in a config file merged onto the bundle's ``train.yaml``::
+
+        validate:
+          dataset:
+            _target_: CacheDataset
+            data: "$medssl3d.data.load_datalist(@datalist, 'validation', @dataset_dir)"
+            transform: "$monai.transforms.Compose(@train#deterministic_transforms
+                        + [monai.transforms.CenterSpatialCropd('image', @crop_size)])"
+        train#trainer#knn_validation: "@validate#dataset"
+        train#trainer#knn_every: 500
     """
     resume = parse_flag(resume, "build_trainer: resume")
     progress_bar = parse_flag(progress_bar, "build_trainer: progress_bar")
@@ -209,6 +234,8 @@ def build_trainer(
     wrapper = method
     method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper
     method.to(device)
+    knn = None if knn_validation is None else OnlineKNNValidation(
+        method.encoder, knn_validation, every=knn_every, label_key=knn_label_key)
     step = SSLStep(wrapper, optimizer, device, scheduler, amp, amp_dtype, grad_accumulation)
     trainer = SSLTrainer(step, train_loader, max_epochs, max_iterations, epoch_length)
     if trainer.total_iterations % grad_accumulation:
@@ -221,7 +248,7 @@ def build_trainer(
                            n_saved, resume, grad_accumulation, train_loader),
         EncoderExport(output_dir, method, checkpoint_every, export_metadata),
         TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, log_every, spread_key, spread_every,
-                        progress_bar),
+                        progress_bar, method, image_every, knn=knn),
     ]
     if callable(getattr(method, "momentum_update", None)):
         attached.append(MomentumUpdate(method, momentum_base, momentum_final))
