@@ -1,16 +1,19 @@
 """MONAI-style transforms of medssl3d: pretext tasks and the intensity operations MONAI lacks.
 
-Every transform is an array class ``Foo`` with a dictionary twin ``Food``, usable from a bundle's YAML as
-``_target_: medssl3d.transforms.Food``.
+Every transform is an array class ``Foo`` with a dictionary twin ``Food`` (``MultiViewd`` and ``ScanTagd``, which
+write new keys, are dictionary-only), usable from a bundle's YAML as ``_target_: medssl3d.transforms.Food``.
 """
 
 from .checks import CheckImage, CheckImaged
 from .genesis import (
     RandBezierIntensity,
+    RandBezierIntensityd,
     RandGenesisCorruption,
     RandGenesisCorruptiond,
     RandLocalPixelShuffle,
+    RandLocalPixelShuffled,
     RandPainting,
+    RandPaintingd,
 )
 from .intensity import CLAHE, CLAHEd
 from .intensity_jitter import RandIntensityJitter, RandIntensityJitterd

@@ -20,7 +20,8 @@ distributions). Local pixel shuffling and the Bezier look-up run as small numba 
 per-window loop, compiled): the full corruption takes < 2 ms per 64x64x32 cube on one CPU thread, ~50-80x
 faster than the loop in Python (``benchmarks/genesis_speed.py``).
 ``RandGenesisCorruption.corrupt_batch`` runs the whole corruption on a ``(B, C, ...)`` tensor on its
-device, each sample with its own draws. MONAI has no such transforms; everything here is ours.
+device, each sample with its own draws. Every class has a dictionary twin (``...d``) giving all keys one
+draw. MONAI has no such transforms; everything here is ours.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ __all__ = [
     "RandLocalPixelShuffle",
     "RandBezierIntensity",
     "RandPainting",
+    "RandLocalPixelShuffled",
+    "RandBezierIntensityd",
+    "RandPaintingd",
     "RandGenesisCorruption",
     "RandGenesisCorruptiond",
 ]
@@ -373,6 +377,118 @@ class RandPainting(RandomizableTransform):
         if not self._do_transform:
             return img
         return convert_to_dst_type(self._apply(array), dst=img)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# dictionary versions of the single corruptions
+
+
+class _RandCorruptiond(RandomizableTransform, MapTransform):
+    """Dictionary side of one Genesis corruption: the dictionary owns ``prob`` and draws once per call, from
+    the first present key's spatial shape, and every key gets that draw (same windows, curve, boxes and
+    noise), so an image and e.g. its label or a second modality stay aligned. Keys must then share one
+    spatial shape (not needed for the Bezier curve). The corrupted image replaces each key; for
+    ``(corrupted, target)`` pairs use :class:`RandGenesisCorruptiond`. One random stream: the wrapped array
+    transform ``corruptor`` (called with ``prob=1``) draws from this transform's ``R``.
+    """
+
+    same_shape = True  # the draw depends on the spatial shape
+
+    def __init__(self, keys: KeysCollection, corruptor: RandomizableTransform, prob: float, allow_missing_keys: bool):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, _check_prob(prob, f"{type(self).__name__}: prob"))
+        self.corruptor = corruptor
+        self.set_random_state(state=self.R)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.corruptor.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, spatial_shape: Sequence[int]) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.corruptor.randomize(spatial_shape)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        first = self.first_key(d)
+        if first == ():
+            return d
+        drawn = tuple(d[first].shape[1:])
+        self.randomize(drawn)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            try:
+                if self.same_shape and tuple(d[key].shape[1:]) != drawn:
+                    raise ValueError(
+                        f"spatial shape {tuple(d[key].shape[1:])} differs from {drawn} of key '{first}', "
+                        "the shape all keys share the draw for."
+                    )
+                d[key] = self.corruptor(d[key], randomize=False)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}, key '{key}': {err}") from err
+        return d
+
+
+class RandLocalPixelShuffled(_RandCorruptiond):
+    """Dictionary version of :class:`RandLocalPixelShuffle`: all keys get the same windows and permutations.
+
+    The draws are in ``self.corruptor`` (``window_starts``, ``window_sizes``). Example::
+
+        RandLocalPixelShuffled(keys=["image", "label"], prob=0.5)
+    """
+
+    backend = RandLocalPixelShuffle.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        num_windows: int = 10000,
+        max_side_divisor: int = 10,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, RandLocalPixelShuffle(1.0, num_windows, max_side_divisor), prob, allow_missing_keys)
+
+
+class RandBezierIntensityd(_RandCorruptiond):
+    """Dictionary version of :class:`RandBezierIntensity`: all keys are mapped through the same curve.
+
+    Keys may differ in shape. The draw is in ``self.corruptor`` (``control_points``, ``inverted``, ``lut``).
+    """
+
+    backend = RandBezierIntensity.backend
+    same_shape = False
+
+    def __init__(
+        self, keys: KeysCollection, prob: float = 0.9, invert_prob: float = 0.5, allow_missing_keys: bool = False
+    ):
+        super().__init__(keys, RandBezierIntensity(1.0, invert_prob), prob, allow_missing_keys)
+
+
+class RandPaintingd(_RandCorruptiond):
+    """Dictionary version of :class:`RandPainting`: all keys get the same boxes (and, for the same shape and
+    dtype, the same noise). The draw is in ``self.corruptor`` (``inpaint``, ``boxes``).
+    """
+
+    backend = RandPainting.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.9,
+        inpaint_prob: float = 0.2,
+        inpaint_size: tuple[float, float] = (1 / 6, 1 / 3),
+        outpaint_shrink: tuple[float, float] = (3 / 7, 4 / 7),
+        max_boxes: int = 5,
+        box_continue_prob: float = 0.95,
+        border: int = 3,
+        allow_missing_keys: bool = False,
+    ):
+        painting = RandPainting(1.0, inpaint_prob, inpaint_size, outpaint_shrink, max_boxes, box_continue_prob, border)
+        super().__init__(keys, painting, prob, allow_missing_keys)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class RandRelativeGaussianNoise(RandomizableTransform):
     ``out = img + n``, ``n ~ N(0, (s * mean_c |img|)^2)``, ``s ~ U(sigma_range)``, drawn once per call. Default
     ``s`` in 12.5-25 % of the mean, the noise strength of 3D contrastive pipelines for CT/MRI (e.g. Taleb et
     al., NeurIPS 2020). Written by hand because MONAI's ``RandGaussianNoise`` takes an absolute std, which is
-    meaningless across scans whose intensity levels differ. Shapes: ``(C, *spatial)`` in and out, float32,
+    meaningless across scans whose intensity levels differ. Shapes: ``(C, H, W[, D])`` in and out, float32,
     same type as the input.
     """
 
@@ -82,9 +82,10 @@ class RandRelativeGaussianNoise(RandomizableTransform):
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         array = _as_numpy(img).astype(np.float32)
-        if array.ndim < 2:
+        if array.ndim not in (3, 4):
             raise ValueError(
-                f"RandRelativeGaussianNoise: expected a channel-first image (C, *spatial), got shape {array.shape}."
+                "RandRelativeGaussianNoise: expected a channel-first 2D (C, H, W) or 3D (C, H, W, D) image, "
+                f"got shape {array.shape}; add a channel axis first (e.g. EnsureChannelFirstd)."
             )
         if randomize:
             self.randomize(array.shape)
@@ -230,14 +231,18 @@ class MultiViewd(Randomizable, MapTransform):
     factories below). The same chain object is called once per view; every call draws fresh randomness from
     the chain's own random states, so views differ, and ``set_random_state(seed)`` seeds the chain so the
     views are reproducible. Each view starts from a copy of the source, which is kept unchanged (drop it with
-    ``DeleteItemsd`` if unwanted). Errors inside the chain surface as MONAI's ``RuntimeError("applying
-    transform ...")`` raised from the transform's own error.
+    ``DeleteItemsd`` if unwanted). The image must be channel-first with the chain's number of spatial dims
+    (``spatial_dims``, else the length of the first ``spatial_size`` in the chain, e.g. of a ``Resize``), or a
+    ``ValueError`` names the key and both shapes; with neither, only a channel axis plus >= 1 spatial dim is
+    checked. Errors inside the chain surface as MONAI's ``RuntimeError("applying transform ...")`` raised from
+    the transform's own error.
 
     Args:
         keys: the one key to take views of, e.g. ``"image"``.
         view_transform: random chain applied to each view; ``(C, *spatial)`` in, ``(C, *view_size)`` out.
         num_views: number of views (>= 2 for contrastive learning, more for multi-crop).
         view_keys: a prefix (views go to ``f"{prefix}{i}"``) or one key name per view.
+        spatial_dims: spatial dims the chain expects (2 or 3); ``None`` infers them from the chain.
     """
 
     def __init__(
@@ -247,6 +252,7 @@ class MultiViewd(Randomizable, MapTransform):
         num_views: int = 2,
         view_keys: str | Sequence[Hashable] = "view_",
         allow_missing_keys: bool = False,
+        spatial_dims: int | None = None,
     ):
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 1:
@@ -261,6 +267,10 @@ class MultiViewd(Randomizable, MapTransform):
                 f"MultiViewd: got {len(self.view_keys)} view_keys {self.view_keys} for num_views={num_views}."
             )
         self.view_transform = view_transform if isinstance(view_transform, Compose) else Compose(view_transform)
+        if spatial_dims is None:
+            sizes = [getattr(t, "spatial_size", None) for t in self.view_transform.flatten().transforms]
+            spatial_dims = next((len(s) for s in sizes if isinstance(s, Sequence) and not isinstance(s, str)), None)
+        self.spatial_dims = spatial_dims
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> MultiViewd:
         super().set_random_state(seed, state)
@@ -273,11 +283,24 @@ class MultiViewd(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         for key in self.key_iterator(d):
+            self._check_shape(key, tuple(d[key].shape))
             for view_key in self.view_keys:
                 # a copy per view: MONAI transforms may record their trace on, or write into, the object they get
                 source = d[key].clone() if isinstance(d[key], torch.Tensor) else np.array(d[key], copy=True)
                 d[view_key] = self.view_transform(source)
         return d
+
+    def _check_shape(self, key: Hashable, shape: tuple[int, ...]) -> None:
+        """Raise unless ``shape`` is channel-first with the chain's spatial dims (>= 1 when they are unknown)."""
+        dims = self.spatial_dims
+        if (len(shape) == dims + 1) if dims else (len(shape) >= 2):
+            return
+        expected = {2: "(C, H, W)", 3: "(C, H, W, D)"}.get(dims, "(C, *spatial)")
+        chain = f" for this {dims}D view chain" if dims else ""
+        hint = "; is the channel axis missing? (add it with EnsureChannelFirstd)" if len(shape) == (dims or 1) else ""
+        raise ValueError(
+            f"MultiViewd, key '{key}': expected a channel-first {expected} image{chain}, got shape {shape}{hint}."
+        )
 
 
 def _crop_and_resize(size: Sequence[int], crop_scale: tuple[float, float], mode: str) -> list:

@@ -9,13 +9,27 @@ from monai.data import MetaTensor
 from medssl3d.transforms import genesis
 from medssl3d.transforms.genesis import (
     RandBezierIntensity,
+    RandBezierIntensityd,
     RandGenesisCorruption,
     RandGenesisCorruptiond,
     RandLocalPixelShuffle,
+    RandLocalPixelShuffled,
     RandPainting,
+    RandPaintingd,
 )
 
 NO_OPS = dict(flip_prob=0.0, shuffle_prob=0.0, nonlinear_prob=0.0, paint_prob=0.0)
+KINDS = ["numpy", "torch"]
+
+
+def as_kind(array, kind):
+    return torch.from_numpy(np.ascontiguousarray(array)) if kind == "torch" else array
+
+
+def checked_out(out, kind):
+    """The output as numpy, after checking it kept the input's type."""
+    assert type(out) is (torch.Tensor if kind == "torch" else np.ndarray)
+    return np.asarray(out)
 
 
 def unique_image(spatial, channels=1, seed=0):
@@ -34,12 +48,13 @@ def owners(spatial, starts, sizes):
     return owner
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("spatial,num", [((30, 30, 20), 300), ((30, 30, 20), 10000), ((40, 40), 150)])
-def test_shuffle_moves_voxels_only_within_their_last_window(spatial, num):
+def test_shuffle_moves_voxels_only_within_their_last_window(spatial, num, kind):
     img = unique_image(spatial, channels=2)
     t = RandLocalPixelShuffle(prob=1.0, num_windows=num)
     t.set_random_state(3)
-    out = t(img)
+    out = checked_out(t(as_kind(img, kind)), kind)
     starts, sizes = t.window_starts, t.window_sizes
     assert starts.shape == sizes.shape == (num, len(spatial))
     assert (sizes >= 1).all() and (sizes <= np.array(spatial) // 10).all() and (starts + sizes <= spatial).all()
@@ -128,22 +143,34 @@ def published_bezier(control, inverted, x):
     return np.interp(x, np.sort(xs), ys if inverted else np.sort(ys))
 
 
-def test_bezier_is_monotone_with_fixed_ends_and_matches_the_published_curve():
-    ramp = np.linspace(0.0, 1.0, 2001).reshape(1, 1, -1)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("spatial", [(32, 32), (16, 16, 16)])
+def test_bezier_is_monotone_with_fixed_ends_or_inverted(spatial, kind):
+    ramp = np.linspace(0.0, 1.0, int(np.prod(spatial))).reshape(1, *spatial)  # increasing in raster order
     t = RandBezierIntensity(prob=1.0)
     t.set_random_state(5)
     inverted = 0
-    for _ in range(60):
-        out = t(ramp)[0, 0]
+    for _ in range(40):
+        out = checked_out(t(as_kind(ramp, kind)), kind).ravel()
+        assert out.shape == ramp.ravel().shape
         steps = np.diff(out)
         if t.inverted:
             inverted += 1
             assert (steps <= 1e-12).all() and out[0] == pytest.approx(1.0) and out[-1] == pytest.approx(0.0)
         else:
             assert (steps >= -1e-12).all() and out[0] == pytest.approx(0.0) and out[-1] == pytest.approx(1.0)
+        assert steps.std() > 1e-6  # a curve, not the identity
+    assert 8 < inverted < 32
+
+
+def test_bezier_matches_the_published_curve():
+    ramp = np.linspace(0.0, 1.0, 2001).reshape(1, 1, -1)
+    t = RandBezierIntensity(prob=1.0)
+    t.set_random_state(5)
+    for _ in range(60):
+        out = t(ramp)[0, 0]
         error = np.abs(out - published_bezier(t.control_points, t.inverted, ramp[0, 0]))
         assert np.median(error) < 1e-5 and error.max() < 1e-2
-    assert 15 < inverted < 45
 
 
 def boxes_mask(spatial, boxes):
@@ -153,13 +180,14 @@ def boxes_mask(spatial, boxes):
     return mask
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("spatial", [(32, 32, 24), (42, 35)])
-def test_inpainting_boxes_respect_bounds_and_only_they_change(spatial):
+def test_inpainting_boxes_respect_bounds_and_only_they_change(spatial, kind):
     img = np.full((1, *spatial), 0.5, dtype=np.float32)
     t = RandPainting(prob=1.0, inpaint_prob=1.0)
     t.set_random_state(0)
     for _ in range(30):
-        out = t(img)
+        out = checked_out(t(as_kind(img, kind)), kind)
         assert t.inpaint and len(t.boxes) <= 5
         for starts, sizes in t.boxes:
             assert (sizes >= np.array(spatial) // 6).all() and (sizes <= np.array(spatial) // 3).all()
@@ -169,14 +197,15 @@ def test_inpainting_boxes_respect_bounds_and_only_they_change(spatial):
         assert out.min() >= 0 and out.max() < 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("spatial", [(32, 32, 24), (42, 35), (8, 8)])
-def test_outpainting_restores_one_to_five_windows_within_bounds(spatial):
+def test_outpainting_restores_one_to_five_windows_within_bounds(spatial, kind):
     img = np.full((1, *spatial), 0.5, dtype=np.float32)
     t = RandPainting(prob=1.0, inpaint_prob=0.0)
     t.set_random_state(1)
     dims = np.array(spatial)
     for _ in range(30):
-        out = t(img)
+        out = checked_out(t(as_kind(img, kind)), kind)
         assert not t.inpaint and 1 <= len(t.boxes) <= 5
         for starts, sizes in t.boxes:
             assert (sizes >= dims - 4 * dims // 7).all() and (sizes <= dims - 3 * dims // 7).all()
@@ -266,6 +295,64 @@ def test_errors_name_the_transform_key_and_what_was_found():
         RandGenesisCorruption().corrupt_batch(torch.linspace(0, 2, 2 * 16).reshape(2, 1, 4, 4))
     with pytest.raises(ValueError, match="one target_key per key"):
         RandGenesisCorruptiond(keys=["a", "b"], target_key=["t"])
+
+
+DICT_OPS = [
+    (RandLocalPixelShuffled, dict(num_windows=200, max_side_divisor=4)),  # windows up to 4 voxels at 16^3
+    (RandBezierIntensityd, {}),
+    (RandPaintingd, {}),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("spatial", [(32, 32), (16, 16, 16)])
+@pytest.mark.parametrize("cls,args", DICT_OPS)
+def test_dict_corruptions_give_every_key_the_same_draw(cls, args, spatial, kind):
+    img = unique_image(spatial)
+    data = {"image": as_kind(img, kind), "half": as_kind(img / 2, kind)}
+    t = cls(["image", "half"], prob=1.0, **args).set_random_state(0)
+    out = t(data)
+    assert set(out) == {"image", "half"} and out["half"] is not data["half"]
+    assert not np.array_equal(checked_out(out["image"], kind), img)
+    # both keys went through the one draw: replaying it on each input reproduces each output
+    for key in ("image", "half"):
+        replayed = t.corruptor(np.asarray(data[key]), randomize=False)
+        np.testing.assert_array_equal(checked_out(out[key], kind), replayed)
+    if cls is RandLocalPixelShuffled:  # same windows and permutations: the voxels moved alike
+        np.testing.assert_allclose(np.asarray(out["half"]), np.asarray(out["image"]) / 2)
+    if cls is RandPaintingd:  # same boxes: unchanged voxels sit at the same places
+        np.testing.assert_array_equal(np.asarray(out["image"]) == img, np.asarray(out["half"]) == img / 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cls,args", DICT_OPS)
+def test_dict_corruptions_reproducible_missing_keys_and_prob(cls, args, kind):
+    img = as_kind(unique_image((16, 16, 16)), kind)
+    runs = [cls("image", prob=1.0, **args).set_random_state(seed)({"image": img})["image"] for seed in (3, 3, 4)]
+    np.testing.assert_array_equal(np.asarray(runs[0]), np.asarray(runs[1]))
+    assert not np.array_equal(np.asarray(runs[0]), np.asarray(runs[2]))
+    out = cls(["image", "label"], prob=1.0, allow_missing_keys=True, **args)({"image": img})
+    assert set(out) == {"image"}
+    with pytest.raises(KeyError):
+        cls(["image", "label"], prob=1.0, **args)({"image": img})
+    assert cls("image", prob=0.0, **args)({"image": img})["image"] is img
+    rates = cls("image", prob=0.5, **args).set_random_state(0)
+    changed = [not np.array_equal(np.asarray(rates({"image": img})["image"]), np.asarray(img)) for _ in range(60)]
+    assert 15 < sum(changed) < 45  # the dictionary's prob decides
+
+
+def test_dict_corruption_errors_name_the_class_and_key():
+    img = np.full((1, 16, 16), 0.5)
+    with pytest.raises(ValueError, match=r"RandBezierIntensityd, key 'b': RandBezierIntensity.*\[0, 1\].*\[2, 2\]"):
+        RandBezierIntensityd(["a", "b"], prob=1.0)({"a": img, "b": img * 4})
+    with pytest.raises(ValueError, match=r"RandPaintingd, key 'b': spatial shape \(16, 8\) differs from \(16, 16\)"):
+        RandPaintingd(["a", "b"], prob=1.0)({"a": img, "b": img[:, :, :8]})
+    with pytest.raises(ValueError, match=r"RandLocalPixelShuffled, key 'a': RandLocalPixelShuffle.*\(16, 16\)"):
+        RandLocalPixelShuffled("a", prob=1.0)({"a": img[0]})
+    out = RandBezierIntensityd(["a", "b"], prob=1.0)({"a": img, "b": img[:, :, :8]})  # a curve needs no shape
+    assert out["b"].shape == (1, 16, 8)
+    with pytest.raises(ValueError, match=r"RandPaintingd: prob"):
+        RandPaintingd("a", prob=2.0)
 
 
 def batch_of(images):

@@ -89,17 +89,21 @@ def test_masking_touches_only_masked_cubes(as_tensor):
     assert 0 < masked_total < 48
 
 
-def test_dict_reproducible_and_keys_share_the_draw():
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_dict_reproducible_and_keys_share_the_draw(as_tensor):
     img = np.random.RandomState(4).rand(1, 16, 16, 10).astype(np.float32)
     data = {"image": img, "twice": 2 * img}
+    if as_tensor:
+        data = {key: torch.from_numpy(value) for key, value in data.items()}
     a = RandRubikCubed(["image", "twice"], rotation_key="rot").set_random_state(11)(data)
     b = RandRubikCubed(["image", "twice"], rotation_key="rot").set_random_state(11)(data)
     assert set(a) == {"image", "twice", "rubik_permutation", "rot", "rubik_mask"}
+    assert type(a["image"]) is (torch.Tensor if as_tensor else np.ndarray)
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
-    np.testing.assert_allclose(a["twice"], 2 * a["image"])
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+    np.testing.assert_allclose(np.asarray(a["twice"]), 2 * np.asarray(a["image"]))
     c = RandRubikCubed("image").set_random_state(12)(data)
-    assert not np.array_equal(a["image"], c["image"])
+    assert not np.array_equal(np.asarray(a["image"]), np.asarray(c["image"]))
 
 
 def test_metatensor_gives_plain_tensor_and_int64_targets():

@@ -55,8 +55,10 @@ def test_views_differ_and_keep_shape(make_chain, shape, as_tensor):
 
 
 @pytest.mark.parametrize("make_chain, shape", CHAINS[1:])
-def test_views_reproducible_with_seed(make_chain, shape):
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_views_reproducible_with_seed(make_chain, shape, as_tensor):
     img = _he_like(shape[1:]) if shape[0] == 3 else _smooth_volume(shape[1:])
+    img = torch.as_tensor(img) if as_tensor else img
     first = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(7)({"image": img})
     second = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(7)({"image": img})
     other = MultiViewd("image", make_chain(), view_keys=("a", "b")).set_random_state(8)({"image": img})
@@ -81,6 +83,27 @@ def test_multiview_errors():
     with pytest.raises(RuntimeError) as info:
         MultiViewd("image", [RandHEDJitter()])({"image": np.zeros((1, 8, 8), np.float32)})
     assert isinstance(info.value.__cause__, ValueError) and "(3, H, W)" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_multiview_checks_channel_axis_and_the_chains_spatial_dims(as_tensor):
+    def views(chain, shape, **kwargs):
+        img = np.random.RandomState(0).rand(*shape).astype(np.float32)
+        return MultiViewd("image", chain, **kwargs)({"image": torch.as_tensor(img) if as_tensor else img})
+
+    # a 3D chain given a 2D image used to return (1, 16, 16, 8); a 2D chain given (16, 16) used to give 16 channels
+    with pytest.raises(ValueError, match=r"MultiViewd, key 'image'.*\(C, H, W, D\).*3D view chain.*\(1, 16, 16\)"):
+        views(ct_mri_views_3d((16, 16, 8), elastic=False), (1, 16, 16))
+    with pytest.raises(ValueError, match=r"MultiViewd, key 'image'.*\(C, H, W\).*2D.*\(16, 16\).*channel axis"):
+        views(xray_views_2d((16, 16)), (16, 16))
+    with pytest.raises(ValueError, match=r"MultiViewd, key 'image'.*\(C, H, W, D\).*\(1, 16, 16\)"):
+        views(shape_views_3d((16, 16, 16)), (1, 16, 16), spatial_dims=3)  # no spatial_size to infer from
+    with pytest.raises(ValueError, match=r"MultiViewd, key 'image'.*\(C, \*spatial\).*\(16,\)"):
+        views([RandFlip(prob=1.0, spatial_axis=0)], (16,))
+    assert MultiViewd("image", shape_views_3d((16, 16, 16))).spatial_dims is None
+    assert tuple(views(xray_views_2d((8, 8)), (1, 16, 16))["view_0"].shape) == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"RandRelativeGaussianNoise.*\(C, H, W\).*\(16, 16\)"):
+        RandRelativeGaussianNoise(prob=1.0)(np.ones((16, 16), np.float32))
 
 
 def test_views_in_seeded_dataset_pipeline_are_seeded_by_compose():
