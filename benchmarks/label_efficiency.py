@@ -216,7 +216,7 @@ def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct") -
     voxels = size**dims
     genesis = RandGenesisCorruptiond(keys="image", target_key="target",
                                      num_windows=max(50, round(10000 * voxels / (64 * 64 * 32))))
-    views = MultiViewd(keys="image", view_transform=view_chain(dims, size, views_3d), num_views=2)
+    views = MultiViewd(keys="image", view_transform=view_chain(dims, size, views_3d), num_views=2, spatial_dims=dims)
     if method == "genesis":
         return Compose([genesis])
     if method in ("simclr", "dcl", "vicreg", "simsiam"):
