@@ -3,7 +3,9 @@ histology) and the MRI modality override end to end with ``python -m monai.bundl
 
 As in ``test_pretraining_bundles.py``: each run trains 2 iterations (2 epochs of one batch) on tiny inputs with a
 ResNet-10 and must leave full-state checkpoints, encoder exports that load, and TensorBoard events; all runs start
-together, one torch thread each, when the module's first test asks for them.
+together, one torch thread each, when the module's first test asks for them. The methods without a bundle of their
+own run through multitask_ct, each alone (``tasks: [x]``), one after another in ONE further process
+(``start_runs_in_one_process``), which saves an interpreter start and the imports per run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import load_checkpoint, load_encoder_export
+
+from .test_pretraining_bundles import bundle_kwargs, check_outputs, finished_run_in_one_process, start_runs_in_one_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ROOT / "bundles"
@@ -44,6 +48,22 @@ CASES = {
                     3, 1, [32, 32, 16]),
 }
 PRETEXT_BUNDLES = ["rubik_ct", "rotation_ct", "masked_ct", "multitask_ct", "contrastive_histology"]
+# the methods without a bundle of their own, each alone through multitask_ct on 24^3 crops: task: (overrides, loss
+# parts). Jitter 1 gives the puzzles 7^3 patches (24 // 3 - 1), hence puzzle_min_input_size 4.
+PUZZLE = ["--puzzle_min_input_size", "4"]
+SINGLE_TASKS = {
+    "jigsaw": (["--jigsaw#jitter", "1", *PUZZLE], {"loss/jigsaw/jigsaw"}),
+    "relative_location": (["--relative_location#jitter", "1", *PUZZLE], {"loss/relative_location/relative_location"}),
+    "patch_swap": (["--patch_swapping#num_swaps", "4"], {"loss/patch_swap/restoration"}),
+    "position": (["--position_prediction#n_bins", "4"], {"loss/position/position", "loss/position/position_bin"}),
+    "scan_matching": ([], {"loss/scan_matching/same_scan"}),
+}
+# one task of each kind multitask_ct serves (the two-view methods share the views), all in one batch; the masked
+# task's patches must tile the crop: 8^3
+ALL_TASKS = ["genesis", "masked", "patch_swap", "rotation", "jigsaw", "relative_location", "position",
+             "scan_matching", "simclr"]
+ALL_TASKS_OVERRIDES = {"jigsaw#jitter": 1, "relative_location#jitter": 1, "puzzle_min_input_size": 4,
+                       "patch_swapping#num_swaps": 4, "masking#patch_size": [8, 8, 8]}
 
 
 def _command(bundle: str, extra: list[Path], dataset_dir: Path, output_dir: Path, overrides: list[str]) -> list[str]:
@@ -75,6 +95,16 @@ def runs(cohorts, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
         process = subprocess.Popen(_command(bundle, extra, cohorts[cohort], out, overrides), env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
         started[name] = (process, out)
+    one_process = {task: [*overrides, "--tasks", repr([task])] for task, (overrides, _) in SINGLE_TASKS.items()}
+    (root / "multitask_single").mkdir()
+    results = root / "multitask_single" / "results.json"
+    one_process = {
+        name: {"config_file": str(BUNDLES / "multitask_ct" / "configs" / "train.yaml"),
+               "dataset_dir": str(cohorts["ct"]), "output_dir": str(results.parent / name / "models"),
+               **bundle_kwargs([*TINY, *CUBE, *overrides])}
+        for name, overrides in one_process.items()
+    }
+    started["multitask_single"] = (start_runs_in_one_process(one_process, results, env), results)
     yield started
     for process, _ in started.values():
         if process.poll() is None:
@@ -136,6 +166,36 @@ def test_multitask_bundle_trains_every_task_on_one_encoder(runs):
     assert log_vars.shape == (3,) and not torch.equal(log_vars, torch.zeros(3)), "uncertainty weights not learned"
 
 
+@pytest.mark.parametrize("task", sorted(SINGLE_TASKS))
+def test_multitask_bundle_runs_each_task_alone(runs, task):
+    """`--tasks "['<task>']"`: 2 iterations, a finite loss with the task's parts, an encoder export that loads."""
+    process, results = runs["multitask_single"]
+    finished_run_in_one_process(process, results, task, 2 * TIMEOUT_S)
+    out = results.parent / task / "models"
+    tags = set(check_outputs(out, 3, 1, [24, 24, 24]).Tags()["scalars"])
+    assert SINGLE_TASKS[task][1] <= tags, tags
+    assert not any(tag.startswith("loss/") and not tag.startswith(f"loss/{task}") for tag in tags), tags
+    _, metadata = load_encoder_export(out / "encoder.pt", 3, 1, "resnet10")
+    assert metadata["method"] == f"MultiTask({task}, fixed)"
+
+
+def test_multitask_bundle_serves_every_task_in_one_batch(cohorts, tmp_path):
+    """All tasks at once: their transforms write distinct keys, so one batch of the bundle's loader feeds them
+    all (checked in process on one batch; training is what the single-task runs check)."""
+    workflow = _workflow(cohorts, tmp_path, "multitask_ct", "ct", tasks=ALL_TASKS, crop_size=[24, 24, 24],
+                         min_input_size=16, crops_per_volume=2, batch_size=1, **ALL_TASKS_OVERRIDES)
+    method = workflow.parser.get_parsed_content("ssl_method")
+    batch = next(iter(workflow.parser.get_parsed_content("train#dataloader")))
+    with torch.no_grad():
+        losses = method(batch)
+    assert {f"loss/{task}" for task in ALL_TASKS} <= set(losses)
+    assert all(torch.isfinite(value) for value in losses.values()), losses
+    assert batch["jigsaw_image"].shape == (2, 27, 1, 7, 7, 7) and batch["relative_location_image"].shape[1] == 2
+    assert batch["position_image"].shape == batch["image"].shape == (2, 1, 24, 24, 24)
+    assert batch["position"].shape == (2, 3) and batch["scan_index"].shape == (2,)
+    assert not torch.equal(batch["position_image"], batch["image"]), "position has its own crop of the volume"
+
+
 def test_mri_override_runs_a_ct_bundle_on_mri(runs):
     _, found = _finished_run(runs, "genesis_mri")
     metadata = found["metadata"]
@@ -192,3 +252,31 @@ def test_metadata_describes_the_default_input(bundle):
     assert image["spatial_shape"] == list(parser.get_parsed_content("train#trainer#export_metadata#patch_size"))
     network = parser.get_parsed_content("network_def", lazy=False)
     assert image["num_channels"] == network.in_channels
+
+
+@pytest.mark.parametrize("bundle, overrides", [
+    ("rotation_ct", {}),
+    ("multitask_ct", {"tasks": ["genesis", "rotation"]}),
+])
+def test_non_cubic_crop_for_rotation_fails_at_start(cohorts, tmp_path, bundle, overrides):
+    """Quarter turns about each axis need equal sides: a 32x32x16 crop fails in initialize, naming crop_size and
+    why, before the trainer (checkpoints, TensorBoard) exists."""
+    with pytest.raises(RuntimeError) as failure:
+        _workflow(cohorts, tmp_path, bundle, "ct", crop_size=[32, 32, 16], min_input_size=16, **overrides)
+    message = str(failure.value.__cause__)
+    assert "RotationPrediction: the encoder sees crops (crop_size) of spatial size (32, 32, 16), whose sides differ" in message
+    assert "90 degrees about each axis" in message and "[32, 32, 32]" in message and "on_shape_change" in message
+    assert not (tmp_path / "models").exists(), "nothing may be written when the configuration is wrong"
+    # with on_shape_change: skip the crop is accepted (only the shape-keeping turns are drawn)
+    key = "on_shape_change" if bundle == "rotation_ct" else "rotation_on_shape_change"
+    _workflow(cohorts, tmp_path, bundle, "ct", crop_size=[32, 32, 16], min_input_size=16, **{key: "skip"}, **overrides)
+
+
+def test_too_small_puzzle_patches_fail_at_start(cohorts, tmp_path):
+    """jigsaw on 24^3 crops with jitter 3 cuts 5^3 patches: the start-up check names them and the bound."""
+    with pytest.raises(RuntimeError) as failure:
+        _workflow(cohorts, tmp_path, "multitask_ct", "ct", tasks=["jigsaw"], crop_size=[24, 24, 24])
+    message = str(failure.value.__cause__)
+    assert "JigsawPuzzle: the encoder sees jigsaw patches" in message and "(5, 5, 5)" in message
+    assert "puzzle_min_input_size" in message and "at least 16 voxels" in message
+    assert not (tmp_path / "models").exists()

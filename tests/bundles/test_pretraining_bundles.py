@@ -3,10 +3,15 @@
 Each run trains 2 iterations (2 epochs of one batch) on tiny inputs with a ResNet-10 and must leave full-state
 checkpoints, encoder exports that load, and TensorBoard events. The runs are started together, one torch
 thread each, when the module's first test asks for them, so the module takes about as long as its slowest run.
+The contrastive methods not run above (dcl, simsiam, vicreg, byol) run one after another in ONE further process
+(:func:`start_runs_in_one_process`), which saves an interpreter start and the imports (~10 s of CPU) per run.
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import math
 import os
 import subprocess
 import sys
@@ -33,6 +38,84 @@ CASES = {
     "contrastive_xray": ("contrastive_xray", "xray",
                          ["--image_size", "64", "--method", "moco", "--method_args", "{queue_size: 64}"], 2, [64, 64]),
 }
+# the other methods of contrastive_ct's `method` key, as contrastive_ct above, in one process: method: method_args.
+# Heads shrunk as MoCo's queue above: VICReg's default expander (3 x 8192) alone has 134 M parameters, whose
+# checkpoints and AdamW state took ~40 s of the run.
+CONTRASTIVE_METHODS = {
+    "dcl": {},
+    "simsiam": {"projection_dim": 256, "prediction_hidden_dim": 64},
+    "vicreg": {"expander_dim": 256},
+    "byol": {"projection_hidden_dim": 256, "prediction_hidden_dim": 256},
+}
+
+# `python -c` program: run each bundle of argv[1] (JSON {name: monai.bundle.run keywords}) in turn, as
+# `python -m monai.bundle run` does, and write {name: {"ok", "seconds"[, "error"]}} to argv[2] after each
+ONE_PROCESS_RUNNER = """
+import json, sys, time, traceback
+from monai.bundle import run
+jobs, results = json.loads(sys.argv[1]), {}
+for name, kwargs in jobs.items():
+    start = time.perf_counter()
+    try:
+        run(**kwargs)
+        results[name] = {"ok": True}
+    except Exception:
+        results[name] = {"ok": False, "error": traceback.format_exc()[-4000:]}
+    results[name]["seconds"] = round(time.perf_counter() - start, 2)
+    open(sys.argv[2], "w").write(json.dumps(results))
+"""
+
+
+def bundle_kwargs(overrides: list[str]) -> dict:
+    """Command-line overrides ``["--key", "value", ...]`` as ``monai.bundle.run`` keywords; values are parsed as
+    Python literals where they are ones (as the command line's parser does), else kept as strings."""
+
+    def value(text: str):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    return {key.removeprefix("--"): value(text) for key, text in zip(overrides[::2], overrides[1::2], strict=True)}
+
+
+def start_runs_in_one_process(jobs: dict[str, dict], results: Path, env: dict) -> subprocess.Popen:
+    """Start one process running the bundle runs ``jobs`` ({name: monai.bundle.run keywords}) in turn."""
+    return subprocess.Popen([sys.executable, "-c", ONE_PROCESS_RUNNER, json.dumps(jobs), str(results)], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finished_run_in_one_process(process: subprocess.Popen, results: Path, name: str, timeout: float) -> None:
+    """Wait for the process of :func:`start_runs_in_one_process`; assert that its run ``name`` succeeded."""
+    if process.poll() is None:
+        output, _ = process.communicate(timeout=timeout)
+        process.output = output
+    found = json.loads(results.read_text()) if results.exists() else {}
+    assert name in found, f"run {name} did not finish:\n{getattr(process, 'output', '')[-4000:]}"
+    assert found[name]["ok"], f"{name} failed:\n{found[name]['error']}"
+
+
+def check_outputs(out: Path, spatial_dims: int, channels: int, patch_size: list[int]) -> EventAccumulator:
+    """Assert a 2-iteration run left checkpoints, a finite loss in TensorBoard and encoder exports that load."""
+    checkpoints = out / "checkpoints"
+    assert {p.name for p in checkpoints.glob("*.pt")} == {
+        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_last.pt"}
+    assert load_checkpoint(checkpoints / "checkpoint_last.pt")["iteration"] == 2
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    loss_tag = next(tag for tag in scalars.Tags()["scalars"] if tag.endswith("loss"))
+    assert [s.step for s in scalars.Scalars(loss_tag)] == [1, 2]
+    assert all(math.isfinite(s.value) for s in scalars.Scalars(loss_tag)), scalars.Scalars(loss_tag)
+
+    encoder, metadata = load_encoder_export(out / "encoder.pt", spatial_dims, channels, "resnet10")
+    assert metadata["patch_size"] == patch_size
+    first, _ = load_encoder_export(out / "encoder_00000001.pt", spatial_dims, channels, "resnet10")
+    final = encoder.state_dict()
+    changed = [k for k, v in first.state_dict().items() if v.is_floating_point() and not torch.equal(v, final[k])]
+    assert changed, "the second iteration left the encoder unchanged"
+    with torch.no_grad():
+        assert encoder.embed(torch.rand(2, channels, *patch_size)).shape == (2, 512)
+    return scalars
 
 
 def _command(bundle: str, dataset_dir: Path, output_dir: Path, overrides: list[str]) -> list[str]:
@@ -51,7 +134,11 @@ def cohorts(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def runs(cohorts, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
-    """Every bundle run (plus one with an unknown method), started at once; value: (process, output dir)."""
+    """Every bundle run (plus one with an unknown method), started at once; value: (process, output dir).
+
+    ``started["contrastive_methods"]``: (process, results file) of the CONTRASTIVE_METHODS runs in one process,
+    their outputs in ``<results dir>/<method>/models``.
+    """
     root = tmp_path_factory.mktemp("runs")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     jobs = {name: (bundle, cohort, overrides) for name, (bundle, cohort, overrides, _, _) in CASES.items()}
@@ -62,6 +149,15 @@ def runs(cohorts, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
         process = subprocess.Popen(_command(bundle, cohorts[cohort], out, overrides), env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         started[name] = (process, out)
+    one_process = {
+        method: {"config_file": str(BUNDLES / "contrastive_ct" / "configs" / "train.yaml"),
+                 "dataset_dir": str(cohorts["ct"]), "output_dir": str(root / "contrastive_methods" / method / "models"),
+                 **bundle_kwargs([*TINY, *CT_TINY, "--method", method]), "method_args": method_args}
+        for method, method_args in CONTRASTIVE_METHODS.items()
+    }
+    (root / "contrastive_methods").mkdir()
+    results = root / "contrastive_methods" / "results.json"
+    started["contrastive_methods"] = (start_runs_in_one_process(one_process, results, env), results)
     yield started
     for process, _ in started.values():
         if process.poll() is None:
@@ -80,24 +176,18 @@ def test_bundle_trains_and_exports(runs, name):
     process, out = runs[name]
     code, output = _finish(process)
     assert code == 0, f"{name} failed:\n{output[-4000:]}"
+    check_outputs(out, spatial_dims, 1, patch_size)
 
-    checkpoints = out / "checkpoints"
-    assert {p.name for p in checkpoints.glob("*.pt")} == {
-        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_last.pt"}
-    assert load_checkpoint(checkpoints / "checkpoint_last.pt")["iteration"] == 2
-    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
-    scalars = EventAccumulator(str(events)).Reload()
-    loss_tag = next(tag for tag in scalars.Tags()["scalars"] if tag.endswith("loss"))
-    assert [s.step for s in scalars.Scalars(loss_tag)] == [1, 2]
 
-    encoder, metadata = load_encoder_export(out / "encoder.pt", spatial_dims, 1, "resnet10")
-    assert metadata["patch_size"] == patch_size
-    first, _ = load_encoder_export(out / "encoder_00000001.pt", spatial_dims, 1, "resnet10")
-    final = encoder.state_dict()
-    changed = [k for k, v in first.state_dict().items() if v.is_floating_point() and not torch.equal(v, final[k])]
-    assert changed, "the second iteration left the encoder unchanged"
-    with torch.no_grad():
-        assert encoder.embed(torch.rand(2, 1, *patch_size)).shape == (2, 512)
+@pytest.mark.parametrize("method", CONTRASTIVE_METHODS)
+def test_every_contrastive_method_trains_through_the_bundle(runs, method):
+    """contrastive_ct with `method: <method>`: 2 iterations, a finite loss, an encoder export that loads."""
+    process, results = runs["contrastive_methods"]
+    finished_run_in_one_process(process, results, method, 2 * TIMEOUT_S)
+    out = results.parent / method / "models"
+    check_outputs(out, 3, 1, [32, 32, 16])
+    metadata = load_encoder_export(out / "encoder.pt", 3, 1, "resnet10")[1]
+    assert metadata["method"].lower().startswith(method), metadata["method"]
 
 
 def test_unknown_method_fails_before_training(runs):
