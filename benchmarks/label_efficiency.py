@@ -635,6 +635,8 @@ def main(argv: list[str] | None = None) -> dict:
     group.add_argument("--smoke-size", action="store_const", const="smoke", dest="profile",
                        help="= --profile smoke (1-2 iterations, for the tests)")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    parser.add_argument("--methods", nargs="+",
+                        help="pretraining methods to run instead of the profile's (for every dataset of this run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
@@ -653,6 +655,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--reuse-exports needs --work-dir (the folder holding the exports to reuse)")
     profile_name = args.profile
     profile = PROFILES[profile_name]
+    if args.methods:
+        unknown = sorted(set(args.methods) - {"genesis", "multitask", "rotation", *VIEW_METHODS})
+        if unknown:
+            parser.error(f"--methods: no pretext transform for {unknown} in this benchmark")
+        profile = {**profile, "methods": {2: tuple(args.methods), 3: tuple(args.methods)}}
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -161,3 +161,8 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     assert export.stat().st_mtime_ns != written
     with pytest.raises(SystemExit):
         module.main(["--data-dir", str(tmp_path), "--smoke-size", "--reuse-exports"])
+    only = module.main(args + ["--methods", "rotation", "--out", str(tmp_path / "d.json")])
+    assert {r["init"] for r in only["records"]} == {"scratch", "rotation"}
+    assert list(only["runs"]["pneumoniamnist"]["settings"]["methods"][2]) == ["rotation"]
+    with pytest.raises(SystemExit):
+        module.main(args + ["--methods", "rubik"])
