@@ -46,9 +46,12 @@ def test_methods_on_a_shared_encoder_sum_into_one_objective(encoder3d):
 def test_input_size_is_checked_up_front(encoder3d):
     method = RotationPrediction(encoder3d)
     assert method.min_input_size == 32  # resnet10's total stride
-    method.check_input_size((64, 64, 32))
+    method.check_input_size((32, 32, 32))
     with pytest.raises(ValueError, match=r"spatial size \(64, 64, 16\).*at least 32 voxels.*down to 1"):
         method.check_input_size((64, 64, 16), "crops")
+    with pytest.raises(ValueError, match=r"spatial size \(64, 64, 32\), whose sides differ"):
+        method.check_input_size((64, 64, 32), "crops")
+    RotationPrediction(encoder3d, on_shape_change="skip").check_input_size((64, 64, 32))
     with pytest.raises(ValueError, match="must be a medssl3d Encoder"):
         RotationPrediction(torch.nn.Conv3d(1, 1, 3))
     # a DenseNet cannot take sides below 29: no method may accept them
