@@ -19,12 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import load_checkpoint, load_encoder_export
 
-from .test_pretraining_bundles import bundle_kwargs, check_outputs, finished_run_in_one_process, start_runs_in_one_process
+from .test_pretraining_bundles import (
+    bundle_kwargs,
+    check_outputs,
+    finished_run_in_one_process,
+    start_runs_in_one_process,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ROOT / "bundles"
@@ -124,22 +128,9 @@ def _finished_run(runs, name: str) -> tuple[Path, dict]:
     code, output = _finish(process)
     assert code == 0, f"{name} failed:\n{output[-4000:]}"
 
-    checkpoints = out / "checkpoints"
-    assert {p.name for p in checkpoints.glob("*.pt")} == {
-        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_last.pt"}
-    assert load_checkpoint(checkpoints / "checkpoint_last.pt")["iteration"] == 2
-    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
-    scalars = EventAccumulator(str(events)).Reload()
+    scalars = check_outputs(out, spatial_dims, channels, patch_size)
     assert [s.step for s in scalars.Scalars("loss")] == [1, 2]
-
-    encoder, metadata = load_encoder_export(out / "encoder.pt", spatial_dims, channels, "resnet10")
-    assert metadata["patch_size"] == patch_size
-    first, _ = load_encoder_export(out / "encoder_00000001.pt", spatial_dims, channels, "resnet10")
-    final = encoder.state_dict()
-    changed = [k for k, v in first.state_dict().items() if v.is_floating_point() and not torch.equal(v, final[k])]
-    assert changed, "the second iteration left the encoder unchanged"
-    with torch.no_grad():
-        assert encoder.embed(torch.rand(2, channels, *patch_size)).shape == (2, 512)
+    _, metadata = load_encoder_export(out / "encoder.pt", spatial_dims, channels, "resnet10")
     return out, {"metadata": metadata, "tags": set(scalars.Tags()["scalars"])}
 
 
