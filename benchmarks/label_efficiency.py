@@ -158,18 +158,6 @@ PROFILES = {
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
         "views_3d": "ct", "augment_3d": "flip",
     },
-    # "long" with views and fine-tuning augmentation for shape data (AdrenalMNIST3D holds binary masks): rigid
-    # contrastive views that keep the object's size, the cube's 48 symmetries in fine-tuning, and 2.5x the
-    # fine-tuning samples at 10 and 100 % (the symmetries make more epochs useful). 2D as "long".
-    "long_shape": {
-        "name": "long_shape", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
-        "methods": {2: ("simclr",), 3: ("simclr", "genesis")},
-        "pretrain_iterations": {2: 1000, 3: 400}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
-        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 3000, 1.0: 9000}},
-        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
-        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
-        "views_3d": "shape", "augment_3d": "symmetry",
-    },
     "quick": {
         "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
         "methods": {2: ("simclr", "genesis"), 3: ("simclr",)},
@@ -187,6 +175,13 @@ PROFILES = {
         "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 2,
         "views_3d": "shape", "augment_3d": "symmetry",
     },
+}
+# "long" with views and fine-tuning augmentation for shape data (AdrenalMNIST3D holds binary masks): rigid
+# contrastive views that keep the object's size, the cube's 48 symmetries in fine-tuning, and 2.5x the 3D
+# fine-tuning samples at 10 and 100 % (the symmetries make more epochs useful). 2D as "long".
+PROFILES["long_shape"] = {
+    **PROFILES["long"], "name": "long_shape", "views_3d": "shape", "augment_3d": "symmetry",
+    "finetune_samples": {**PROFILES["long"]["finetune_samples"], 3: {0.01: 600, 0.1: 3000, 1.0: 9000}},
 }
 MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
 VIEW_METHODS = ("simclr", "dcl", "vicreg", "simsiam", "multitask")  # methods trained on MultiViewd views
