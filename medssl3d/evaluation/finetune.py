@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -117,9 +117,27 @@ def fine_tune_classifier(
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """Softmax class probabilities ``(N, num_classes)`` of ``model`` (in eval mode) on images ``(N, C, *spatial)``."""
+def predict_proba(
+    model: nn.Module,
+    images,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    views: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+) -> np.ndarray:
+    """Softmax class probabilities ``(N, num_classes)`` of ``model`` (in eval mode) on images ``(N, C, *spatial)``.
+
+    ``views``: deterministic test-time augmentation, the softmax averaged over ``view(batch)`` for every view
+    (e.g. the flips or the cube's symmetries the model was fine-tuned with). MONAI's ``TestTimeAugmentation``
+    draws random dictionary transforms and inverts them for segmentation; a classifier over a finite group
+    needs only this mean, so it is written here. Include the identity to keep the plain prediction.
+    """
     images = torch.as_tensor(images)
+    views = [lambda x: x] if views is None else list(views)
+    if not views:
+        raise ValueError("predict_proba: views must hold at least one view (include the identity).")
     model.to(device).eval()
-    probs = [model(chunk.float().to(device)).softmax(dim=1).double().cpu() for chunk in images.split(batch_size)]
+    probs = []
+    for chunk in images.split(batch_size):
+        chunk = chunk.float().to(device)
+        probs.append(torch.stack([model(view(chunk)).softmax(dim=1).double() for view in views]).mean(0).cpu())
     return torch.cat(probs).numpy()

@@ -1,6 +1,7 @@
 """Fine-tuning on a tiny separable image set, repeat-factor sampling, predictions."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -72,3 +73,18 @@ def test_class_balanced_fine_tuning_sees_the_rare_class_more_often():
     fine_tune_classifier(model, images, labels, epochs=4, batch_size=8, class_balanced=True, repeat_threshold=0.5,
                          augment=lambda x: seen.append(len(x)) or x)
     assert sum(seen) > 4 * 40  # each class-1 image 2-3 times per epoch (r = sqrt(0.5 / 0.1))
+
+
+def test_predict_proba_averages_the_softmax_over_views():
+    torch.manual_seed(0)
+    model = TinyClassifier().eval()
+    images, _ = bright_or_dark(7, 2)
+    flip = lambda x: x.flip(-1)
+    plain = predict_proba(model, images, batch_size=3)
+    flipped = predict_proba(model, images.flip(-1), batch_size=3)
+    averaged = predict_proba(model, images, batch_size=3, views=[lambda x: x, flip])
+    np.testing.assert_allclose(averaged, (plain + flipped) / 2, atol=1e-6)
+    np.testing.assert_allclose(predict_proba(model, images, views=[flip]), flipped, atol=1e-6)
+    assert not np.allclose(plain, flipped)  # the model is not flip-invariant, so the mean differs from each
+    with pytest.raises(ValueError, match="at least one view"):
+        predict_proba(model, images, views=[])
