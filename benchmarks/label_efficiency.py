@@ -109,6 +109,10 @@ DEFAULT_OUT = {"full": "label_efficiency.json", "quick": "label_efficiency.json"
                "medium": "label_efficiency_medium.json", "long": "label_efficiency_long.json",
                "long_shape": "label_efficiency_long_shape.json", "smoke": "label_efficiency_smoke.json"}
 METRICS = ("auc", "accuracy", "f1_weighted")
+# evaluation kinds of a record, and their names in the tables; "finetune_tta" is the fine-tuned model with its
+# softmax averaged over the fine-tuning augmentation's group (``symmetry_views``)
+EVALUATIONS = {"knn": "kNN (k=200)", "linear": "linear probe", "finetune": "fine-tune",
+               "finetune_tta": "fine-tune + test-time views"}
 FRACTIONS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
 
@@ -337,6 +341,21 @@ def symmetry_augment(dims: int):
     return augment
 
 
+def symmetry_views(dims: int, group: str) -> list:
+    """The deterministic images of a batch under the fine-tuning augmentation's group, identity first, for
+    test-time averaging (``predict_proba(views=...)``): "flip" every subset of ``flip_augment``'s axes (2D: 2,
+    3D: 8); "symmetry" (3D) those flips times the 6 orders of the spatial axes (the cube's 48 symmetries)."""
+    if group not in ("flip", "symmetry"):
+        raise ValueError(f"label_efficiency: augment_3d must be 'flip' or 'symmetry', got {group!r}.")
+    axes = (-1,) if dims == 2 else (-3, -2, -1)
+    subsets = itertools.product((False, True), repeat=len(axes))
+    flips = [[axis for axis, used in zip(axes, chosen) if used] for chosen in subsets]
+    orders = [(2, 3, 4)] if dims == 2 or group == "flip" else list(itertools.permutations((2, 3, 4)))
+    permute = lambda order: (lambda x: x) if order == (2, 3, 4) else (lambda x: x.permute(0, 1, *order))
+    flip = lambda axes: (lambda x: x.flip(axes) if axes else x)
+    return [lambda x, f=flip(f), p=permute(o): p(f(x)) for f in flips for o in orders]
+
+
 def finetune_augment(profile: dict, dims: int):
     """The profile's fine-tuning augmentation: 2D ``flip_augment``; 3D by ``augment_3d`` ("flip" | "symmetry")."""
     if dims == 2 or profile["augment_3d"] == "flip":
@@ -419,6 +438,11 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
             probs = predict_proba(model, test_x, batch_size=256, device=device)
             record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start, epochs=epochs,
                    epoch_kept=kept)
+            # the same model, its softmax averaged over the fine-tuning augmentation's group (test-time views)
+            start = time.perf_counter()
+            views = symmetry_views(test_x.ndim - 2, profile["augment_3d"])
+            probs = predict_proba(model, test_x, batch_size=256, device=device, views=views)
+            record("finetune_tta", fraction, seed, len(index), probs, time.perf_counter() - start, views=len(views))
             print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
                   + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-3:]), flush=True)
     return records
@@ -430,10 +454,11 @@ def markdown(summary: list[dict], dataset: str) -> str:
     fractions = sorted({r["fraction"] for r in summary if r["dataset"] == dataset})
     cell = lambda r, m: f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
     keyed = {(r["eval"], r["init"], r["fraction"]): r for r in summary if r["dataset"] == dataset}
-    for kind in ("knn", "linear", "finetune"):
+    for kind in EVALUATIONS:
         for init in dict.fromkeys(r["init"] for r in summary if r["dataset"] == dataset):
-            row = {"evaluation": {"knn": "kNN (k=200)", "linear": "linear probe", "finetune": "fine-tune"}[kind],
-                   "init": init}
+            if (kind, init) not in {(e, i) for e, i, _ in keyed}:
+                continue  # JSONs written before test-time views have no "finetune_tta" rows
+            row = {"evaluation": EVALUATIONS[kind], "init": init}
             for fraction in fractions:
                 r = keyed.get((kind, init, fraction))
                 for metric, name in zip(METRICS, ("AUC", "ACC", "F1")):
@@ -463,7 +488,7 @@ def targets(summary: list[dict], dataset: str) -> dict:
                                     "reference_auc": reference[1], "reference_accuracy": reference[2],
                                     "met": best["auc_mean"] >= reference[1] and best["accuracy_mean"] >= reference[2]}
     for fraction in (0.01, 0.1):
-        for kind in ("knn", "linear", "finetune"):
+        for kind in EVALUATIONS:
             scratch = [r for r in rows if r["init"] == "scratch" and r["fraction"] == fraction and r["eval"] == kind]
             others = [r for r in ssl if r["fraction"] == fraction and r["eval"] == kind]
             if scratch and others:

@@ -46,7 +46,7 @@ def test_every_method_fraction_seed_has_finite_test_metrics(smoke):
     for dataset, dims in (("pneumoniamnist", 2), ("adrenalmnist3d", 3)):
         records = [r for r in written["records"] if r["dataset"] == dataset]
         inits = ["scratch", *profile["methods"][dims]]
-        expected = {(i, e, f, s) for i in inits for e in ("knn", "linear", "finetune")
+        expected = {(i, e, f, s) for i in inits for e in ("knn", "linear", "finetune", "finetune_tta")
                     for f in (0.1, 0.5, 1.0) for s in (0, 1)}
         assert {(r["init"], r["eval"], r["fraction"], r["seed"]) for r in records} == expected
         assert len(records) == len(expected)
@@ -166,3 +166,18 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     assert list(only["runs"]["pneumoniamnist"]["settings"]["methods"][2]) == ["rotation"]
     with pytest.raises(SystemExit):
         module.main(args + ["--methods", "rubik"])
+
+
+@pytest.mark.parametrize("dims, group, count", [(2, "flip", 2), (2, "symmetry", 2), (3, "flip", 8), (3, "symmetry", 48)])
+def test_test_time_views_are_the_augmentation_group_identity_first(dims, group, count):
+    module = load_benchmark("label_efficiency")
+    batch = torch.arange(2 * 4**dims, dtype=torch.float32).reshape(2, 1, *[4] * dims)
+    images = [view(batch) for view in module.symmetry_views(dims, group)]
+    assert len(images) == count and torch.equal(images[0], batch)
+    assert len({tuple(image.flatten().tolist()) for image in images}) == count  # all distinct
+    if dims == 3 and group == "symmetry":
+        expected = {tuple(torch.stack([s[i] for s in map(_cube_symmetries, batch)]).flatten().tolist())
+                    for i in range(48)}
+        assert {tuple(image.flatten().tolist()) for image in images} == expected
+    with pytest.raises(ValueError, match="augment_3d must be"):
+        module.symmetry_views(dims, "rotate")
