@@ -444,7 +444,7 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
             probs = predict_proba(model, test_x, batch_size=256, device=device, views=views)
             record("finetune_tta", fraction, seed, len(index), probs, time.perf_counter() - start, views=len(views))
             print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
-                  + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-3:]), flush=True)
+                  + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-4:]), flush=True)
     return records
 
 
