@@ -17,6 +17,8 @@ Per dataset:
    augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. The
    quick and full profiles do not use the validation split (fixed schedules, nothing is selected); the
    medium and long profiles keep, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
+   "finetune_tta" records evaluate that same fine-tuned model with its softmax averaged over the group of its
+   fine-tuning augmentation (``symmetry_views``: 2 views in 2D, 8 flips or the cube's 48 symmetries in 3D).
 
 Settings for 28-pixel images (why):
 
