@@ -20,7 +20,7 @@ def _add_synth(subparsers) -> None:
         "synth",
         help="write a synthetic CT/MRI/X-ray/histology cohort with masks and a datalist",
         description="Write a synthetic cohort: images, masks, a Decathlon-style datalist.json and, for CT, "
-        "a LUNA16-style nodules.csv. Deterministic per --seed.",
+        "a LUNA16-style nodules.csv (with diameters), for X-ray a boxes.csv of nodule boxes. Deterministic per --seed.",
     )
     parser.add_argument("--modality", required=True, choices=MODALITIES)
     parser.add_argument("--n", type=int, default=8, help="number of cases (default 8)")

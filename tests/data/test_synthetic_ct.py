@@ -63,7 +63,7 @@ def test_nodule_csv_coordinates_land_inside_nodule_masks(cohort):
     out, datalist = cohort
     with open(out / "nodules.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["seriesuid", "coordX", "coordY", "coordZ", "class"]
+    assert list(rows[0]) == ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "class"]
     counts = {item["patient_id"]: item["num_nodules"] for item in all_items(datalist)}
     assert sum(counts.values()) == len(rows) > 0
     for row in rows:

@@ -6,8 +6,12 @@ Layout (``out/``)::
     imagesTr/ct_0000.nii.gz            # CT: int16 HU, LPS voxel axes;  MRI: int16, RAS voxel axes
     labelsTr/ct_0000.nii.gz            # CT: 0 background, 1 lung, 2 nodule; MRI: 0 bg, 1 CSF, 2 GM, 3 WM
     lesionsTr/mri_0000.nii.gz          # MRI only: lesion mask
-    nodules.csv                        # CT only: seriesuid,coordX,coordY,coordZ,class (world LPS mm, as LUNA16)
+    nodules.csv                        # CT only: seriesuid,coordX,coordY,coordZ,diameter_mm,class (world LPS mm,
+                                       # as LUNA16's annotations.csv, plus the nodule class)
     images/xray_0000.png               # X-ray: 16-bit grayscale; histology: 8-bit RGB
+    boxes.csv                          # X-ray only: image_id,class_name,x_min,y_min,x_max,y_max (pixels; x column,
+                                       # y row); an image without nodules has one row with class_name "No finding"
+                                       # and empty coordinates
     masks/histology_0000.png           # histology only: nuclei mask (0/1)
 
 Item keys: ``image``, ``label`` (a segmentation file, Decathlon convention), ``class`` (an integer class:
@@ -41,6 +45,7 @@ __all__ = ["DEFAULT_SIZES", "DEFAULT_SPACINGS", "MODALITIES", "split_counts", "s
 MODALITIES = ("ct", "mri", "xray", "histology")
 DEFAULT_SIZES = {"ct": (96, 96, 48), "mri": (64, 64, 64), "xray": (128, 128), "histology": (128, 128)}
 DEFAULT_SPACINGS = {"ct": (0.7, 0.7, 2.5), "mri": (1.0, 1.0, 1.2)}
+NO_FINDING = "No finding"  # class_name of an X-ray without boxes in boxes.csv
 
 
 def split_counts(n: int, fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> tuple[int, int, int]:
@@ -101,12 +106,12 @@ def _check_size(modality: str, size: tuple, spacing: tuple | None) -> None:
 
 
 def _write_case(modality: str, name: str, index_class: int, size, spacing, rng, root: Path) -> tuple[dict, list]:
-    """Synthesize and write one case; return its datalist item and (CT) its nodule CSV rows."""
+    """Synthesize and write one case; return its datalist item and its nodule (CT) or box (X-ray) CSV rows."""
     if modality == "ct":
         phantom = synth_ct(size, spacing, rng)
         _save_nifti(phantom.image, phantom.affine_ras, root / "imagesTr" / f"{name}.nii.gz")
         _save_nifti(phantom.label, phantom.affine_ras, root / "labelsTr" / f"{name}.nii.gz")
-        rows = [[name, *n.center_lps_mm, n.nodule_class] for n in phantom.nodules]
+        rows = [[name, *n.center_lps_mm, n.diameter_mm, n.nodule_class] for n in phantom.nodules]
         item = {"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz"}
         item["class"] = int(len(phantom.nodules) > 0)
         item["num_nodules"] = len(phantom.nodules)
@@ -122,7 +127,8 @@ def _write_case(modality: str, name: str, index_class: int, size, spacing, rng, 
     if modality == "xray":
         radiograph = synth_xray(size, rng, nodule=bool(index_class))
         Image.fromarray(radiograph.image).save(root / "images" / f"{name}.png")
-        return {"image": f"images/{name}.png", "class": int(radiograph.has_nodule)}, []
+        rows = [[name, "nodule", *box] for box in radiograph.boxes] or [[name, NO_FINDING, "", "", "", ""]]
+        return {"image": f"images/{name}.png", "class": int(radiograph.has_nodule)}, rows
     tile = synth_histology(size, rng, tissue_class=index_class)
     Image.fromarray(tile.image).save(root / "images" / f"{name}.png")
     Image.fromarray(tile.nuclei).save(root / "masks" / f"{name}.png")
@@ -156,13 +162,13 @@ def synthesize_cohort(
             modality, ("images", "masks") if modality == "histology" else ("images",)
         ):
             (staging / folder).mkdir()
-        items, nodule_rows = [], []
+        items, box_rows = [], []
         for index in tqdm(range(n), desc=f"synth {modality}", disable=not progress):
             name = f"{modality}_{index:04d}"
             rng = np.random.default_rng([seed, index])
             item, rows = _write_case(modality, name, int(classes[index]), size, spacing, rng, staging)
             items.append({**item, "patient_id": name})
-            nodule_rows.extend(rows)
+            box_rows.extend(rows)
         order = cohort_rng.permutation(n)
         n_train, n_val, _ = split_counts(n)
         splits = {
@@ -193,8 +199,14 @@ def synthesize_cohort(
             datalist["nodules"] = "nodules.csv"
             with open(staging / "nodules.csv", "w", newline="") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "class"])
-                writer.writerows([[r[0], f"{r[1]:.3f}", f"{r[2]:.3f}", f"{r[3]:.3f}", r[4]] for r in nodule_rows])
+                writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "class"])
+                writer.writerows([[r[0], *(f"{v:.3f}" for v in r[1:5]), r[5]] for r in box_rows])
+        if modality == "xray":
+            datalist["boxes"] = "boxes.csv"
+            with open(staging / "boxes.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["image_id", "class_name", "x_min", "y_min", "x_max", "y_max"])
+                writer.writerows(box_rows)
         with open(staging / "datalist.json", "w") as handle:
             json.dump(datalist, handle, indent=2)
     return out / "datalist.json"

@@ -3,13 +3,15 @@
 Each radiograph integrates linear attenuation μ = μ_water·(1 + HU/1000) along the antero-posterior axis of
 a :func:`~medssl3d.data.synthetic.ct.synth_ct` phantom, simulates the detector's photon counts
 (Poisson, Beer–Lambert ``I = I0·exp(−∫μ)``) and log-transforms them back, ``p = −log(I/I0)``, as a
-radiograph's raw image is. Label: nodule present (1) or absent (0).
+radiograph's raw image is. Label: nodule present (1) or absent (0); each nodule's box (pixels) is the
+projection of the sphere of its diameter (a spiculated nodule's spicules reach beyond it, as in LUNA16's
+diameters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,11 +29,16 @@ NODULE_SCALE = 1.5  # radiographs show masses, not the few-mm nodules only CT re
 
 @dataclass
 class XRay:
-    """A synthetic radiograph: ``image`` uint16 (rows: superior → inferior; columns: patient's right → left)."""
+    """A synthetic radiograph: ``image`` uint16 (rows: superior → inferior; columns: patient's right → left).
+
+    ``boxes``: one ``(x_min, y_min, x_max, y_max)`` per nodule in pixel indices (x: column, y: row; pixel
+    centres at integers, as MONAI's box transforms count), clipped to ``[0, columns] x [0, rows]``.
+    """
 
     image: np.ndarray
     has_nodule: bool
     pixel_spacing: tuple[float, float]
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def synth_xray(
@@ -65,4 +72,11 @@ def synth_xray(
     projection = -np.log(np.maximum(counts, 1) / PHOTONS_PER_PIXEL)
     image = np.clip(projection / MAX_LINE_INTEGRAL, 0.0, 1.0) * 65535.0
     image = np.rint(image.T[::-1]).astype(np.uint16)  # rows superior → inferior, columns right → left
-    return XRay(np.ascontiguousarray(image), nodule, (pixel, pixel))
+    boxes = []
+    for found in phantom.nodules:
+        column, row = found.center_voxel[0], rows - 1 - found.center_voxel[2]  # the flip of the S axis above
+        half = found.diameter_mm / 2 / pixel
+        box = (column - half, row - half, column + half, row + half)
+        limits = (columns, rows, columns, rows)
+        boxes.append(tuple(round(float(np.clip(v, 0, limit)), 2) for v, limit in zip(box, limits)))
+    return XRay(np.ascontiguousarray(image), nodule, (pixel, pixel), boxes)

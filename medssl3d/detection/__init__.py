@@ -1,0 +1,1 @@
+"""Object detection on the encoder contract: MONAI RetinaNet, box data, metrics and outputs."""
