@@ -9,7 +9,8 @@ Example:
 CSV columns: seriesuid (the volume's file stem), coordX, coordY, coordZ, optional class and patient_id.
 Writes OUTPUT/patches/<seriesuid>_<csv row>.nii.gz, OUTPUT/labels/… (with --labels) and OUTPUT/datalist.json
 (items: image, label, class, patient_id, seriesuid, csv_row, center_lps_mm). Every candidate is checked
-against its volume's header before anything is written. See medssl3d/prep/nodule_patches.py.
+against its volume's header before anything is written; a truncated volume or NaN/Inf voxels (unless
+--fill-nonfinite) fail the run and no patch of it is kept. See medssl3d/prep/nodule_patches.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pathlib import Path
 
 from medssl3d.atomic import write_json_atomic
 from medssl3d.prep.datalist import DEFAULT_LABEL_FRACTIONS, DEFAULT_SPLIT, make_datalist
-from medssl3d.prep.nodule_patches import candidate_item, check_candidates, extract_series, find_volumes, read_candidates
+from medssl3d.prep.nodule_patches import (
+    candidate_item,
+    check_candidates,
+    extract_series,
+    find_volumes,
+    read_candidates,
+    shown_path,
+)
 from medssl3d.prep.parallel import map_progress
 from medssl3d.prep.command import report_failures, run_command
 
@@ -38,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
                         help="resample to this spacing in mm (default: keep the volume's)")
     parser.add_argument("--pad-value", type=float, help="value outside the volume (default: the volume's minimum)")
+    parser.add_argument("--fill-nonfinite", type=float, metavar="VALUE",
+                        help="replace NaN/Inf voxels of the volumes by VALUE (default: NaN/Inf is an error)")
     parser.add_argument("--class-column", default="class", help="CSV column of the class (default class)")
     parser.add_argument("--split", type=float, nargs=3, default=DEFAULT_SPLIT, metavar=("TRAIN", "VAL", "TEST"),
                         help="shares of patients (default 0.7 0.1 0.2)")
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     candidates = read_candidates(args.candidates, args.class_column)
     volumes = find_volumes(args.volumes)
     masks = find_volumes(args.labels) if args.labels else None
-    check_candidates(candidates, volumes, args.candidates)
+    check_candidates(candidates, volumes, args.candidates, root=args.volumes)
     # The datalist follows from the CSV alone: build it first, so a bad split fails before any extraction.
     items = [candidate_item(c, masks is not None) for c in candidates]
     classes = {c: str(c) for c in sorted({item["class"] for item in items if "class" in item})}
@@ -76,16 +86,20 @@ def run(args: argparse.Namespace) -> int:
     by_series: dict[str, list] = {}
     for candidate in candidates:
         by_series.setdefault(candidate.seriesuid, []).append(candidate)
-    options = dict(patch_size=args.patch_size, spacing=args.spacing, pad_value=args.pad_value, overwrite=args.overwrite)
+    options = dict(patch_size=args.patch_size, spacing=args.spacing, pad_value=args.pad_value, overwrite=args.overwrite,
+                   root=args.volumes, label_root=args.labels, fill_nonfinite=args.fill_nonfinite)
     tasks = []
     for series, group in by_series.items():
         if masks is not None and series not in masks:
-            raise ValueError(f"{args.labels}: no mask named '{series}' for volume '{volumes[series]}'.")
+            raise ValueError(f"{args.labels}: no mask named '{series}' for volume '{shown_path(volumes[series], args.volumes)}'.")
         tasks.append((volumes[series], group, args.output, {**options, "label_volume": masks[series] if masks else None}))
     results = map_progress(extract, tasks, args.workers, desc=PROG)
-    failed = report_failures(PROG, [task[0] for task in tasks], results, args.debug)
+    failed = report_failures(PROG, [shown_path(task[0], args.volumes) for task in tasks], results, args.debug)
     if failed:
-        print(f"{PROG}: {failed} of {len(tasks)} volume(s) failed; {datalist_path} not written", file=sys.stderr)
+        for path in set(outputs) - set(existing):  # patches of this run only: no partial set is left behind
+            path.unlink(missing_ok=True)
+        print(f"{PROG}: {failed} of {len(tasks)} volume(s) failed; no patch kept, {datalist_path} not written",
+              file=sys.stderr)
         return 1
     write_json_atomic(datalist, datalist_path, overwrite=args.overwrite)
     print(f"{PROG}: wrote {len(items)} patch(es) from {len(tasks)} volume(s); datalist {datalist_path}", file=sys.stderr)

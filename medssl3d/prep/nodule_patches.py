@@ -10,6 +10,11 @@ volume's orientation. Without a target spacing the grid is the volume's own, cen
 and voxels are copied (nearest neighbour); with one, the volume is resampled linearly (float32; masks by
 nearest neighbour) with the candidate exactly at the centre voxel. Outside the volume the patch is filled
 with ``pad_value`` (default: the volume's minimum; masks: 0).
+
+Inputs are checked before anything is written: a candidate with a non-finite coordinate, or whose centre lies
+outside its volume, is an error naming its CSV row; volumes are read with
+:func:`medssl3d.prep.volume.read_volume` (a truncated file or NaN/Inf voxels are errors unless
+``fill_nonfinite``). Volumes are named relative to their folder in messages.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from medssl3d.atomic import atomic_path
+from medssl3d.errors import InputError
 
 from .datalist import scan_images
+from .volume import read_volume
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -37,6 +44,7 @@ __all__ = [
     "find_volumes",
     "patch_name",
     "read_candidates",
+    "shown_path",
 ]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
@@ -70,8 +78,14 @@ def read_candidates(path: str | os.PathLike, class_column: str = "class") -> lis
             try:
                 centre = tuple(float(row[c]) for c in COORDINATES)
                 label = int(float(row[class_column])) if class_column in header else None
-            except (TypeError, ValueError):
-                raise ValueError(f"{path} row {number}: non-numeric coordinate or class in {dict(row)}.") from None
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"{path} row {number}: non-numeric coordinate or class in {dict(row)}.") from None
+            bad = [f"{c}={row[c].strip()}" for c, value in zip(COORDINATES, centre) if not np.isfinite(value)]
+            if bad:
+                raise InputError(
+                    f"{path} row {number}: non-finite coordinate ({', '.join(bad)}); every candidate needs a "
+                    "position in mm. Fix or remove the row."
+                )
             series = row["seriesuid"].strip()
             candidates.append(Candidate(number, series, centre, label, (row.get("patient_id") or series).strip()))
     if not candidates:
@@ -106,31 +120,49 @@ def _continuous_index(point: Sequence[float], origin, spacing, direction) -> np.
     return np.linalg.solve(matrix, np.asarray(point, dtype=np.float64) - np.asarray(origin, dtype=np.float64))
 
 
+def shown_path(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
+    """``path`` relative to ``root`` for messages (folder names can hold patient names); as given without one."""
+    try:
+        return Path(path).relative_to(root).as_posix() if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
 def check_candidates(
-    candidates: Sequence[Candidate], volumes: dict[str, Path], csv_path: str | os.PathLike = "candidates CSV"
+    candidates: Sequence[Candidate],
+    volumes: dict[str, Path],
+    csv_path: str | os.PathLike = "candidates CSV",
+    root: str | os.PathLike | None = None,
 ) -> None:
     """Fail before any work on a candidate without a volume or whose centre lies outside its volume.
 
-    Only the volumes' headers are read. The error names the CSV row, the point and the volume.
+    Only the volumes' headers are read. The error names the CSV row, the point and the volume (relative to
+    ``root``, the volumes' folder, where given).
     """
     headers = {}
     for candidate in candidates:
         volume = volumes.get(candidate.seriesuid)
         if volume is None:
-            raise ValueError(f"{csv_path} row {candidate.row}: no volume named '{candidate.seriesuid}'.")
+            raise InputError(f"{csv_path} row {candidate.row}: no volume named '{candidate.seriesuid}'.")
         if volume not in headers:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(volume))
-            reader.ReadImageInformation()
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                raise InputError(f"'{shown_path(volume, root)}': cannot read its header.") from None
             if reader.GetDimension() != 3:
-                raise ValueError(f"{volume}: expected a 3D volume, found {reader.GetDimension()}D.")
+                raise InputError(
+                    f"'{shown_path(volume, root)}': expected a 3D volume, found {reader.GetDimension()}D."
+                )
             headers[volume] = (reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection(), reader.GetSize())
         origin, spacing, direction, size = headers[volume]
         index = _continuous_index(candidate.center_lps, origin, spacing, direction)
         if np.any(index < -0.5) or np.any(index >= np.asarray(size) - 0.5):
-            raise ValueError(
+            raise InputError(
                 f"{csv_path} row {candidate.row}: candidate at LPS {candidate.center_lps} mm lies outside volume "
-                f"'{volume}' (voxel index {np.round(index, 1).tolist()}, size {list(size)})."
+                f"'{shown_path(volume, root)}' (voxel index {np.round(index, 1).tolist()}, size {list(size)}); "
+                "check the coordinates are world mm in LPS (not voxel indices, not RAS)."
             )
 
 
@@ -178,19 +210,28 @@ def extract_series(
     pad_value: float | None = None,
     label_volume: str | os.PathLike | None = None,
     overwrite: bool = False,
+    root: str | os.PathLike | None = None,
+    label_root: str | os.PathLike | None = None,
+    fill_nonfinite: float | None = None,
 ) -> list[dict]:
     """Write the patches of one volume's candidates to ``out_dir/patches/`` (and mask patches of
     ``label_volume`` to ``out_dir/labels/``); return their :func:`candidate_item` items.
+
+    ``root`` / ``label_root``: the folders messages name the volume and mask relative to.
     """
     out_dir = Path(out_dir)
-    image = sitk.ReadImage(str(volume))
+    image, _ = read_volume(volume, shown_path(volume, root), fill_nonfinite)
     if pad_value is None:
         pad_value = float(sitk.GetArrayViewFromImage(image).min())
-    mask = sitk.ReadImage(str(label_volume)) if label_volume is not None else None
-    if mask is not None and (mask.GetSize() != image.GetSize() or not np.allclose(mask.GetOrigin(), image.GetOrigin())):
-        raise ValueError(
-            f"{label_volume}: grid (size {mask.GetSize()}) differs from its image '{volume}' ({image.GetSize()})."
-        )
+    mask = None
+    if label_volume is not None:
+        shown_mask = shown_path(label_volume, label_root)
+        mask, _ = read_volume(label_volume, shown_mask)
+        if mask.GetSize() != image.GetSize() or not np.allclose(mask.GetOrigin(), image.GetOrigin()):
+            raise InputError(
+                f"'{shown_mask}': grid (size {mask.GetSize()}) differs from its image "
+                f"'{shown_path(volume, root)}' ({image.GetSize()})."
+            )
     items = []
     for candidate in candidates:
         item = candidate_item(candidate, mask is not None)

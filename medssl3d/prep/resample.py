@@ -7,6 +7,10 @@ just outside the old grid). Images are interpolated in float32, clipped to their
 B-splines overshoot at sharp edges, e.g. below a CT's padding value) and cast back to their pixel type,
 rounded for integers; label maps keep their type and hold only values they had before. No anti-aliasing
 filter is applied before downsampling (as in nnU-Net and MONAI's ``Spacing``).
+
+Files are read with :func:`medssl3d.prep.volume.read_volume`: a truncated file, a NIfTI whose sform is
+sheared (or disagrees with its qform) and NaN/Inf voxels are errors (``fill_nonfinite`` replaces NaN/Inf
+and counts them), so nothing broken is written as a clean-looking result.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from medssl3d.atomic import atomic_path, write_json_atomic
+from medssl3d.errors import InputError
 
 from .parallel import map_progress
+from .volume import read_volume
 
 __all__ = ["INTERPOLATORS", "resample_datalist", "resample_file", "resample_image", "resampled_size"]
 
@@ -76,22 +82,24 @@ def resample_file(
     spacing: Sequence[float],
     interpolator: str = "linear",
     overwrite: bool = False,
-) -> Path:
-    """Read ``source``, resample it (``interpolator="nearest"`` for labels) and write ``destination`` atomically."""
+    shown: str | None = None,
+    fill_nonfinite: float | None = None,
+) -> tuple[Path, int]:
+    """Read ``source`` (:func:`~medssl3d.prep.volume.read_volume`), resample it (``interpolator="nearest"``
+    for labels) and write ``destination`` atomically. Returns ``(destination, NaN/Inf voxels filled)``;
+    ``shown`` names the source in errors (default: the path as given)."""
     destination = Path(destination)
+    shown = shown or str(source)
     if destination.exists() and not overwrite:
         raise FileExistsError(f"{destination}: output exists; pass --overwrite to replace it.")
-    try:
-        image = sitk.ReadImage(str(source))
-    except RuntimeError as error:
-        raise ValueError(f"{source}: cannot read image: {str(error).strip().splitlines()[-1]}") from None
+    image, filled = read_volume(source, shown, fill_nonfinite)
     try:
         resampled = resample_image(image, spacing, interpolator)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise InputError(f"'{shown}': {error}") from None
     with atomic_path(destination, overwrite=overwrite) as temporary:
         sitk.WriteImage(resampled, str(temporary), useCompression=True)
-    return destination
+    return destination, filled
 
 
 @dataclass(frozen=True)
@@ -99,10 +107,14 @@ class _FileTask:
     source: Path
     destination: Path
     interpolator: str
+    shown: str
 
 
-def _run_task(task: _FileTask, spacing: Sequence[float], overwrite: bool) -> Path:
-    return resample_file(task.source, task.destination, spacing, task.interpolator, overwrite)
+def _run_task(
+    task: _FileTask, spacing: Sequence[float], overwrite: bool, fill_nonfinite: float | None
+) -> tuple[Path, int]:
+    return resample_file(task.source, task.destination, spacing, task.interpolator, overwrite, task.shown,
+                         fill_nonfinite)
 
 
 def resample_datalist(
@@ -115,12 +127,14 @@ def resample_datalist(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
-) -> tuple[Path, list[str]]:
+    fill_nonfinite: float | None = None,
+) -> tuple[Path, list[str], list[str]]:
     """Resample every file a Decathlon-style datalist names under ``image_keys`` / ``label_keys``.
 
     Files keep their relative paths under ``out_dir``, next to a copy of the datalist (with ``"spacing"``
     set to the target), so the new folder is a drop-in replacement; the datalist is written only when every
-    file succeeded. Returns (new datalist path, one error line per failed file).
+    file succeeded. Messages name files by their path in the datalist (relative to its folder). Returns (new
+    datalist path, one error line per failed file, one note per file whose NaN/Inf were filled).
     """
     datalist = Path(datalist)
     try:
@@ -143,18 +157,21 @@ def resample_datalist(
                         "resample mirrors relative paths."
                     )
                 method = "nearest" if key in label_keys else interpolator
-                tasks[relative] = _FileTask(root / relative, out_dir / relative, method)
+                tasks[relative] = _FileTask(root / relative, out_dir / relative, method, relative.as_posix())
     if not tasks:
         keys = ", ".join((*image_keys, *label_keys))
         raise ValueError(f"{datalist}: no items with keys {keys} in {', '.join(SPLITS)}.")
-    run = partial(_run_task, spacing=[float(s) for s in spacing], overwrite=overwrite)
-    errors = []
-    for outcome in map_progress(run, list(tasks.values()), workers, desc="resampling", progress=progress):
+    run = partial(_run_task, spacing=[float(s) for s in spacing], overwrite=overwrite, fill_nonfinite=fill_nonfinite)
+    errors, notes = [], []
+    jobs = list(tasks.values())
+    for task, outcome in zip(jobs, map_progress(run, jobs, workers, desc="resampling", progress=progress)):
         if isinstance(outcome, Exception):
             if not isinstance(outcome, (ValueError, OSError)):
                 raise outcome
             errors.append(str(outcome))
+        elif outcome[1]:
+            notes.append(f"'{task.shown}': {outcome[1]} NaN/Inf voxel(s) set to {fill_nonfinite:g}")
     destination = out_dir / datalist.name
     if not errors:  # a datalist naming files that failed would mislead
         write_json_atomic({**content, "spacing": [float(s) for s in spacing]}, destination, overwrite=overwrite)
-    return destination, errors
+    return destination, errors, notes

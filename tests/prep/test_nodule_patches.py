@@ -90,7 +90,7 @@ def test_border_padding(cohort, tmp_path):
 
 def test_candidate_outside_volume_is_an_error(cohort, tmp_path):
     rows = (cohort / "nodules.csv").read_text().splitlines()
-    rows.insert(2, "ct_0001,0.0,0.0,5000.0,1")  # CSV line 3
+    rows.insert(2, "ct_0001,0.0,0.0,5000.0" + ",1" * (rows[0].count(",") - 3))  # CSV line 3
     (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
     volumes = find_volumes(cohort / "imagesTr")
     with pytest.raises(ValueError, match=r"bad.csv row 3: candidate at LPS \(0.0, 0.0, 5000.0\) mm lies outside volume '.*ct_0001.nii.gz'"):
@@ -117,7 +117,8 @@ def test_cli(cohort, tmp_path, capsys):
     loaded = load_decathlon_datalist(str(out / "datalist.json"), data_list_key="training")
     assert all(Path(i["image"]).is_file() and Path(i["label"]).is_file() and i["class"] in (0, 1) for i in loaded)
     # A candidate outside its volume: one clear line naming the row and the volume, nothing written.
-    rows = (cohort / "nodules.csv").read_text().splitlines() + ["ct_0002,0.0,900.0,0.0,0"]
+    rows = (cohort / "nodules.csv").read_text().splitlines()
+    rows.append("ct_0002,0.0,900.0,0.0" + ",0" * (rows[0].count(",") - 3))
     (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
     assert cli.main([str(tmp_path / "bad.csv"), str(cohort / "imagesTr"), "--output", str(tmp_path / "bad")]) == 1
     error = capsys.readouterr().err.strip()

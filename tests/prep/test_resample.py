@@ -95,7 +95,7 @@ def test_2d_and_bad_arguments():
 
 def test_resample_datalist_mirrors_files_and_checks_clean(tmp_path):
     datalist = synthesize_cohort("ct", 3, tmp_path / "raw", size=(52, 52, 12), seed=0, progress=False)
-    new, errors = resample_datalist(datalist, tmp_path / "iso", (1.5, 1.5, 1.5), "bspline", progress=False)
+    new, errors, _ = resample_datalist(datalist, tmp_path / "iso", (1.5, 1.5, 1.5), "bspline", progress=False)
     assert errors == [] and json.loads(new.read_text())["spacing"] == [1.5, 1.5, 1.5]
     for item in json.loads(new.read_text())["training"]:
         image, label = nib.load(tmp_path / "iso" / item["image"]), nib.load(tmp_path / "iso" / item["label"])
@@ -105,7 +105,7 @@ def test_resample_datalist_mirrors_files_and_checks_clean(tmp_path):
         assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
     report = check_datalist(new, progress=False)
     assert report.ok and report.issues == []
-    _, errors = resample_datalist(datalist, tmp_path / "iso", (1.5, 1.5, 1.5), progress=False)
+    _, errors, _ = resample_datalist(datalist, tmp_path / "iso", (1.5, 1.5, 1.5), progress=False)
     assert len(errors) == 6 and all("--overwrite" in e for e in errors)
     with pytest.raises(ValueError, match="datalist's own folder"):
         resample_datalist(datalist, tmp_path / "raw", (1.0, 1.0, 1.0), progress=False)
