@@ -1,5 +1,10 @@
 #!/usr/bin/env python
-"""Convert every DICOM series under a folder to NIfTI (int16 HU) plus a JSON sidecar without patient identifiers.
+"""Convert every DICOM series under a folder to NIfTI (int16 HU; float32 for fractional rescale values) plus a
+JSON sidecar without patient identifiers, holding a salted patient_group key for patient-level splits.
+
+The patient_group is HMAC-SHA-256(salt, PatientID) under the site's secret salt: --group-salt-file, else the
+environment variable MEDSSL3D_GROUP_SALT, else ~/.config/medssl3d/group_salt (created on first use). Gantry-
+tilted series are resampled onto an orthogonal grid. Exit status 1 when a series failed or nothing was converted.
 
 Example:
     python data_prep/dicom_to_nifti.py /data/dicom /data/nifti --workers 8
@@ -14,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from medssl3d.prep.dicom import convert_dicom_folder, parse_shard
+from medssl3d.prep.dicom import GROUP_SALT_ENV, convert_dicom_folder, parse_shard, site_group_salt
 from medssl3d.prep.command import run_command
 
 
@@ -37,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pseudonym-key-file",
         type=Path,
-        help="file holding a secret key: names outputs by HMAC of the SeriesInstanceUID and adds a "
-        "patient_pseudonym (HMAC of PatientID) to each sidecar, for patient-level splits",
+        help="file holding a secret key: names outputs by HMAC of the SeriesInstanceUID (default: SHA-256)",
+    )
+    parser.add_argument(
+        "--group-salt-file",
+        type=Path,
+        help="file holding the site's secret salt of the sidecars' patient_group (HMAC of PatientID); default: "
+        f"${GROUP_SALT_ENV}, else ~/.config/medssl3d/group_salt, created on first use",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -55,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         key = args.pseudonym_key_file.read_bytes().strip()
         if not key:
             raise ValueError(f"{args.pseudonym_key_file}: the pseudonym key file is empty.")
+    salt, salt_source = site_group_salt(args.group_salt_file)
     results, errors, skipped_files = convert_dicom_folder(
         args.input,
         args.output,
@@ -65,18 +76,26 @@ def run(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard),
         key=key,
         progress=not args.no_progress,
+        group_salt=salt,
     )
     for result in results:
         for message in result.messages:
             print(f"{'skipped' if result.status == 'not_a_volume' else 'warning'}: {message}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
+    print(f"note: patient_group keyed with the {salt_source}", file=sys.stderr)
     counts = {status: sum(r.status == status for r in results) for status in ("written", "exists", "not_a_volume")}
     print(
         f"{counts['written']} series written, {counts['exists']} already there, {counts['not_a_volume']} not volumes, "
         f"{len(errors)} failed; {len(skipped_files)} non-image files ignored; output in {args.output}"
     )
-    return 1 if errors else 0
+    if errors:
+        return 1
+    if counts["written"] + counts["exists"] == 0:
+        print(f"dicom_to_nifti: error: no series converted: {counts['not_a_volume']} series found, none is a volume "
+              "(single slices, screenshots or reports)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,14 +10,28 @@ FunctionalGroupsSequence) are both read as a list of frames, so the rest of the 
 Geometry: voxel axis i runs along a row (ImageOrientationPatient[:3], PixelSpacing[1]), j down the columns
 (ImageOrientationPatient[3:], PixelSpacing[0]), k from slice to slice. The DICOM frame is LPS; the NIfTI
 affine is RAS, i.e. the LPS affine with its x and y rows negated. Oblique orientations are kept as they
-are; a gantry tilt (slices sheared along the normal) is kept in the sform and reported as a warning.
+are. A gantry tilt (slices shifted in-plane from one to the next, a sheared grid) is resampled onto an
+orthogonal grid along the slice normal, as dcm2niix does: each slice is shifted in-plane by linear
+interpolation, the grid is widened so that no voxel is cut, and the new voxels hold the series' minimum. The
+NIfTI then has one rigid geometry, stored identically in its qform and sform, which every reader (nibabel,
+MONAI, ITK/SimpleITK) agrees on.
+
+Values: stored values × RescaleSlope + RescaleIntercept. With integer slopes and intercepts (the usual CT
+case) they are whole numbers and written as int16 without loss; a fractional slope or intercept (e.g. 0.001)
+is written as float32, since int16 would round values together (reported as a warning and in the sidecar's
+``rescale.output_dtype``).
 
 Privacy: the sidecar holds only the tags in :data:`ACQUISITION_TAGS` (scanner and reconstruction
 settings) plus the geometry; no names, IDs, dates, times, UIDs, free-text descriptions or institution and
 device names. Output files are named ``series_<16 hex>``: the SHA-256 of the SeriesInstanceUID, or an
-HMAC-SHA-256 under a secret key when one is given. With a key, the sidecar also holds
-``patient_pseudonym`` (HMAC of PatientID), so patient-level splits stay possible; an unkeyed hash of a
-PatientID is not offered because short IDs can be recovered by trying them all.
+HMAC-SHA-256 under a secret key when one is given. Messages name files relative to the input folder, whose
+path may hold patient names.
+
+Patient grouping: with a ``group_salt`` (a per-site secret), the sidecar holds ``patient_group``, the first 16
+hex of HMAC-SHA-256(salt, PatientID), and ``patient_group_salt_id`` (a fingerprint of the salt), so
+``make_datalist`` keeps every series of a patient on one side of a split. The same salt gives the same
+patient the same key at one site; the salt is what stops anyone from recovering short PatientIDs by hashing
+every candidate ID, so it is never written next to the data. :func:`site_group_salt` finds or creates it.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,13 +51,16 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from scipy.interpolate import interp1d
+from scipy.ndimage import affine_transform
 
 from medssl3d.atomic import atomic_path, write_json_atomic
+from medssl3d.errors import InputError
 
 from .parallel import map_progress
 
 __all__ = [
     "ACQUISITION_TAGS",
+    "GROUP_SALT_ENV",
     "ConversionResult",
     "DicomConversionError",
     "DicomSeries",
@@ -53,7 +71,9 @@ __all__ = [
     "find_dicom_series",
     "parse_shard",
     "read_series",
+    "patient_group",
     "series_name",
+    "site_group_salt",
 ]
 
 # Scanner and reconstruction settings, safe to share: none names or dates a person, a site or a device.
@@ -89,6 +109,7 @@ ORIENTATION_TOLERANCE = 1e-4  # direction cosines of every slice of a series mus
 DUPLICATE_MM = 1e-2  # two slices closer than this along the normal sit at the same position
 UNEVEN_SHARE = 0.01  # a gap further than 1 % from the median spacing is uneven (a missing slice: 100 %)
 TILT_DEGREES = 0.01
+GROUP_SALT_ENV = "MEDSSL3D_GROUP_SALT"  # environment variable holding the site's patient-group salt
 
 
 class DicomConversionError(ValueError):
@@ -105,15 +126,24 @@ class DicomSeries:
 
     uid: str
     files: tuple[Path, ...]
+    root: Path | None = None
+
+    def show(self, path: Path) -> Path:
+        """``path`` relative to the input folder, for messages (folder names can hold patient names)."""
+        try:
+            return path.relative_to(self.root) if self.root is not None else path
+        except ValueError:
+            return path
 
     def describe(self) -> str:
         """The first file and the number of files, for messages."""
-        return f"{self.files[0]} (series of {len(self.files)} files)"
+        return f"{self.show(self.files[0])} (series of {len(self.files)} files)"
 
 
 @dataclass
 class DicomVolume:
-    """A converted series: ``image`` int16 with voxel axes (i, j, k) as described in the module docstring."""
+    """A converted series: ``image`` int16 (float32 for fractional rescale values) with voxel axes (i, j, k) as
+    described in the module docstring."""
 
     image: np.ndarray
     affine_ras: np.ndarray
@@ -134,7 +164,7 @@ class ConversionResult:
 
 @dataclass
 class _Frame:
-    """One 2D frame: its file, frame index (multi-frame) and geometry, read from the header."""
+    """One 2D frame: its file (as shown in messages), frame index (multi-frame) and geometry, from the header."""
 
     path: Path
     frame: int | None
@@ -154,6 +184,49 @@ def series_name(uid: str, key: bytes | None = None) -> str:
     """Output file stem of a series: ``series_`` + 16 hex of SHA-256(uid), or of HMAC-SHA-256(key, uid)."""
     digest = hmac.new(key, uid.encode(), "sha256") if key else hashlib.sha256(uid.encode())
     return f"series_{digest.hexdigest()[:16]}"
+
+
+def patient_group(patient_id: str, salt: bytes) -> str:
+    """A patient's grouping key: the first 16 hex of HMAC-SHA-256(salt, PatientID)."""
+    return hmac.new(salt, patient_id.encode(), "sha256").hexdigest()[:16]
+
+
+def salt_id(salt: bytes) -> str:
+    """A fingerprint of a salt (8 hex) that tells sidecars keyed with different salts apart."""
+    return hmac.new(salt, b"medssl3d patient group salt", "sha256").hexdigest()[:8]
+
+
+def site_group_salt(salt_file: str | os.PathLike | None = None) -> tuple[bytes, str]:
+    """The site's patient-group salt and where it came from.
+
+    Order: ``salt_file`` (its content), else the environment variable :data:`GROUP_SALT_ENV`, else the file
+    ``$XDG_CONFIG_HOME/medssl3d/group_salt`` (default ``~/.config``), created with 32 random bytes (mode
+    0600) on first use. Copy that file to every machine that converts this site's data.
+    """
+    if salt_file is not None:
+        path = Path(salt_file)
+        if not path.is_file():
+            raise InputError(f"--group-salt-file '{path}' does not exist.")
+        salt = path.read_bytes().strip()
+        if not salt:
+            raise InputError(f"--group-salt-file '{path}' is empty.")
+        return salt, f"salt file {path}"
+    if os.environ.get(GROUP_SALT_ENV, "").strip():
+        return os.environ[GROUP_SALT_ENV].strip().encode(), f"${GROUP_SALT_ENV}"
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = config / "medssl3d" / "group_salt"
+    created = ""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it just now
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            created = " (created now: keep it, and copy it to every machine converting this site's data)"
+    return path.read_bytes().strip(), f"site salt {path}{created}"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -199,7 +272,7 @@ def find_dicom_series(
             raise outcome
         path, uid = outcome
         (skipped.append(path) if uid is None else groups[uid].append(path))
-    return [DicomSeries(uid, tuple(groups[uid])) for uid in sorted(groups)], skipped
+    return [DicomSeries(uid, tuple(groups[uid]), folder) for uid in sorted(groups)], skipped
 
 
 def _functional(dataset, frame: int, sequence: str, keyword: str):
@@ -276,16 +349,44 @@ def _frames(dataset, path: Path) -> list[_Frame]:
 
 
 def _pixels(dataset, path: Path) -> np.ndarray:
-    """Stored pixel values as (frames, rows, cols); a clear error when the compression cannot be decoded."""
+    """Stored pixel values as (frames, rows, cols); a clear error for a missing or truncated payload and for a
+    compression no installed decoder reads."""
+    if "PixelData" not in dataset:
+        raise DicomConversionError(f"{path}: no pixel data (the PixelData element is missing); re-export the file.")
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    compressed = syntax is not None and syntax.is_compressed
+    if not compressed:
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        expected = int(dataset.Rows) * int(dataset.Columns) * frames * int(dataset.get("BitsAllocated", 16)) // 8
+        found = len(dataset.PixelData)
+        if found < expected:
+            raise DicomConversionError(
+                f"{path}: pixel data holds {found} of the {expected} bytes its header promises: the file is "
+                "truncated (an interrupted copy or export?); copy or export it again."
+            )
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # decoders raise RuntimeError, NotImplementedError, ValueError …
         reason = (str(error).strip().splitlines() or [repr(error)])[0].strip("\"': ")
+        if compressed and not _decoder_available(syntax):
+            fix = ("install a decoder for it (pylibjpeg with its plugins, or python-gdcm) or decompress the files "
+                   "first (gdcmconv --raw)")
+        else:
+            fix = "the pixel data are damaged or truncated; copy or export the file again"
         raise DicomConversionError(
-            f"{path}: cannot decode pixel data stored as {_syntax_name(dataset)} ({reason}); install a decoder "
-            "for it (pylibjpeg with its plugins, or python-gdcm) or decompress the files first (gdcmconv --raw)."
+            f"{path}: cannot decode pixel data stored as {_syntax_name(dataset)} ({reason}); {fix}."
         ) from error
     return pixels.reshape((-1,) + pixels.shape[-2:])
+
+
+def _decoder_available(syntax) -> bool:
+    """Whether an installed pydicom pixel decoder plugin handles ``syntax``."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(syntax).is_available)
+    except (ImportError, NotImplementedError, ValueError):
+        return False
 
 
 def _plain(value):
@@ -357,13 +458,15 @@ def _sorted_frames(series: DicomSeries) -> tuple[list, list[tuple[_Frame, int]],
     frames' heights along the normal, warnings). Copies of one instance count once."""
     datasets, frames, without_geometry = [], [], []
     for path in series.files:
+        shown = series.show(path)
         try:
             dataset = pydicom.dcmread(path)
         except Exception as error:
-            raise DicomConversionError(f"{path}: unreadable DICOM file: {error}") from error
+            reason = " ".join(str(error).replace(str(path), str(shown)).split())
+            raise DicomConversionError(f"{shown}: unreadable DICOM file: {reason}") from error
         datasets.append(dataset)
         try:
-            frames.extend((frame, len(datasets) - 1) for frame in _frames(dataset, path))
+            frames.extend((frame, len(datasets) - 1) for frame in _frames(dataset, shown))
         except NotAVolumeError as error:
             without_geometry.append(error)
     if without_geometry:  # all files without geometry: not a volume; only some: a broken series
@@ -383,12 +486,16 @@ def _sorted_frames(series: DicomSeries) -> tuple[list, list[tuple[_Frame, int]],
     return datasets, [unique[i] for i in order], heights[order], warnings
 
 
-def read_series(series: DicomSeries, resample_uneven: bool = False, key: bytes | None = None) -> DicomVolume:
-    """Read one series into an int16 HU volume with its RAS affine and privacy-safe sidecar.
+def read_series(
+    series: DicomSeries, resample_uneven: bool = False, group_salt: bytes | None = None
+) -> DicomVolume:
+    """Read one series into an HU volume (int16, or float32 for fractional rescale values) with its RAS
+    affine and privacy-safe sidecar (with ``patient_group`` when a ``group_salt`` is given).
 
     Raises :class:`DicomConversionError` for duplicate slices, missing or unevenly spaced slices (unless
     ``resample_uneven``: then the stack is linearly interpolated onto the median spacing), mixed geometry,
-    undecodable compression, or HU outside int16; :class:`NotAVolumeError` for single slices.
+    missing, truncated or undecodable pixel data, or HU outside int16; :class:`NotAVolumeError` for single
+    slices. A gantry tilt is resampled onto an orthogonal grid (module docstring).
     """
     datasets, frames, heights, warnings = _sorted_frames(series)
     ordered = [frame for frame, _ in frames]
@@ -418,26 +525,39 @@ def read_series(series: DicomSeries, resample_uneven: bool = False, key: bytes |
         volume = interp1d(heights, volume, axis=-1, assume_sorted=True)(np.clip(targets, heights[0], heights[-1]))
         evened = f"resampled onto {n_steps + 1} evenly spaced slices"
         warnings.append(f"{series.describe()}: {evened}: {'; '.join(problems)}")
-    volume = np.rint(volume)
-    if volume.min() < -32768 or volume.max() > 32767:
-        raise DicomConversionError(
-            f"{series.describe()}: rescaled values span [{volume.min():.0f}, {volume.max():.0f}], outside int16."
-        )
-
     first, last = ordered[0], ordered[-1]
     row, column = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row, column)
     step = (last.position - first.position) / n_steps
     row_spacing, column_spacing = first.pixel_spacing
-    affine_lps = np.eye(4)
-    affine_lps[:3, :4] = np.column_stack([row * column_spacing, column * row_spacing, step, first.position])
-    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
-    slice_spacing = float(np.linalg.norm(step))
-    tilt = float(np.degrees(np.arccos(np.clip(abs(step @ np.cross(row, column)) / slice_spacing, 0.0, 1.0))))
+    origin = first.position
+    slice_spacing = float(step @ normal)  # heights ascend, so > 0
+    tilt = float(np.degrees(np.arccos(np.clip(slice_spacing / np.linalg.norm(step), 0.0, 1.0))))
     if tilt > TILT_DEGREES:
+        volume, origin, added = _untilt(volume, origin, row * column_spacing, column * row_spacing, step - slice_spacing * normal)
         warnings.append(
-            f"{series.describe()}: gantry tilt of {tilt:.2f}°; the sheared geometry is in the NIfTI sform, "
-            "readers that use the qform (ITK) drop the shear."
+            f"{series.describe()}: gantry tilt of {tilt:.2f}° corrected: slices shifted in-plane onto an orthogonal "
+            f"grid (linear interpolation; grid widened by {added[0]}x{added[1]} voxels, filled with the minimum)."
         )
+    slopes = sorted({frame.slope for frame in ordered})
+    intercepts = sorted({frame.intercept for frame in ordered})
+    whole = all(float(value).is_integer() for value in slopes + intercepts)
+    if whole:
+        volume = np.rint(volume)
+        if volume.min() < -32768 or volume.max() > 32767:
+            raise DicomConversionError(
+                f"{series.describe()}: rescaled values span [{volume.min():.0f}, {volume.max():.0f}], outside int16."
+            )
+    else:
+        warnings.append(
+            f"{series.describe()}: fractional rescale (RescaleSlope {_listed(slopes)}, RescaleIntercept "
+            f"{_listed(intercepts)}): written as float32, since int16 would round values together."
+        )
+
+    affine_lps = np.eye(4)
+    axis_k = normal * slice_spacing
+    affine_lps[:3, :4] = np.column_stack([row * column_spacing, column * row_spacing, axis_k, origin])
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
     owners = list(dict.fromkeys(owner for _, owner in frames))
     sidecar = {
         "converter": "medssl3d.prep.dicom",
@@ -446,17 +566,15 @@ def read_series(series: DicomSeries, resample_uneven: bool = False, key: bytes |
         "geometry": {
             "shape": list(volume.shape),
             "spacing_mm": [column_spacing, row_spacing, slice_spacing],
-            "origin_lps_mm": first.position.tolist(),
-            "axis_directions_lps": [row.tolist(), column.tolist(), (step / slice_spacing).tolist()],
+            "origin_lps_mm": origin.tolist(),
+            "axis_directions_lps": [row.tolist(), column.tolist(), normal.tolist()],
             "affine_ras": affine_ras.tolist(),
             "slice_gap_mm": {"median": median, "min": float(gaps.min()), "max": float(gaps.max())},
             "gantry_tilt_deg": tilt,
+            "tilt_corrected": tilt > TILT_DEGREES,
             "resampled_uneven": bool(problems),
         },
-        "rescale": {
-            "slope": sorted({frame.slope for frame in ordered}),
-            "intercept": sorted({frame.intercept for frame in ordered}),
-        },
+        "rescale": {"slope": slopes, "intercept": intercepts, "output_dtype": "int16" if whole else "float32"},
         "source": {
             "files": len(owners),
             "frames": len(ordered),
@@ -464,10 +582,38 @@ def read_series(series: DicomSeries, resample_uneven: bool = False, key: bytes |
             "transfer_syntax": sorted({_syntax_name(datasets[o]) for o in owners}),
         },
     }
-    if key:
-        patient = str(datasets[owners[0]].get("PatientID", ""))
-        sidecar["patient_pseudonym"] = hmac.new(key, patient.encode(), "sha256").hexdigest()[:16] if patient else None
-    return DicomVolume(volume.astype(np.int16), affine_ras, sidecar, warnings)
+    if group_salt:
+        patient = str(datasets[owners[0]].get("PatientID", "")).strip()
+        sidecar["patient_group"] = patient_group(patient, group_salt) if patient else None
+        sidecar["patient_group_salt_id"] = salt_id(group_salt)
+        if not patient:
+            warnings.append(f"{series.describe()}: no PatientID; its sidecar has no patient_group.")
+    return DicomVolume(volume.astype(np.int16 if whole else np.float32), affine_ras, sidecar, warnings)
+
+
+def _listed(values: list[float]) -> str:
+    return ", ".join(f"{value:g}" for value in values)
+
+
+def _untilt(volume: np.ndarray, origin, axis_i, axis_j, shift) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Resample a sheared stack (slice k displaced in-plane by ``k * shift`` mm) onto the orthogonal grid.
+
+    ``axis_i``, ``axis_j``: the in-plane voxel axes in mm (LPS). Output voxel (i, j, k) samples input
+    (i + i0 − k·a, j + j0 − k·b, k), with (a, b) the per-slice shift in voxels and (i0, j0) ≤ 0 widening the
+    grid to hold every input voxel. Returns (volume, new origin in LPS, voxels added along i and j).
+    """
+    per_slice = np.array([shift @ axis_i / (axis_i @ axis_i), shift @ axis_j / (axis_j @ axis_j)])
+    last = (volume.shape[2] - 1) * per_slice
+    low = np.floor(np.minimum(0.0, last) + 1e-6)
+    high = np.ceil(np.maximum(0.0, last) - 1e-6)
+    added = (high - low).astype(int)
+    matrix = np.array([[1.0, 0.0, -per_slice[0]], [0.0, 1.0, -per_slice[1]], [0.0, 0.0, 1.0]])
+    shape = (volume.shape[0] + added[0], volume.shape[1] + added[1], volume.shape[2])
+    resampled = affine_transform(
+        volume, matrix, offset=[low[0], low[1], 0.0], output_shape=shape, order=1, mode="constant",
+        cval=float(volume.min()),
+    )
+    return resampled, np.asarray(origin) + low[0] * axis_i + low[1] * axis_j, (int(added[0]), int(added[1]))
 
 
 def _syntax_name(dataset) -> str:
@@ -483,8 +629,10 @@ def convert_series(
     skip_existing: bool = False,
     resample_uneven: bool = False,
     key: bytes | None = None,
+    group_salt: bytes | None = None,
 ) -> ConversionResult:
-    """Write ``<out_dir>/series_<hash>.nii.gz`` and its ``.json`` sidecar atomically.
+    """Write ``<out_dir>/series_<hash>.nii.gz`` and its ``.json`` sidecar atomically (``key``: names outputs
+    by HMAC of the SeriesInstanceUID; ``group_salt``: adds ``patient_group`` to the sidecar).
 
     An existing output raises (``overwrite=False``) or is kept (``skip_existing=True``). A series that is
     not a volume gives status ``not_a_volume`` rather than an error.
@@ -499,7 +647,7 @@ def convert_series(
                 f"{nifti}: output exists (from {series.describe()}); pass --overwrite or --skip-existing."
             )
     try:
-        volume = read_series(series, resample_uneven, key)
+        volume = read_series(series, resample_uneven, group_salt)
     except NotAVolumeError as error:
         return ConversionResult(name, "not_a_volume", None, None, (str(error),))
     image = nib.Nifti1Image(volume.image, volume.affine_ras)
@@ -531,6 +679,7 @@ def convert_dicom_folder(
     shard: tuple[int, int] = (0, 1),
     key: bytes | None = None,
     progress: bool = True,
+    group_salt: bytes | None = None,
 ) -> tuple[list[ConversionResult], list[str], list[Path]]:
     """Convert every series under ``input_dir`` (or this ``shard`` of them) into ``out_dir``.
 
@@ -539,6 +688,8 @@ def convert_dicom_folder(
 
     Returns (results of the converted or skipped series, one error line per failed series, skipped files).
     """
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"output '{out_dir}' is a file, not a folder; give a folder for the NIfTI files and sidecars.")
     all_series, skipped_files = find_dicom_series(input_dir, workers, progress)
     if not all_series:
         raise ValueError(f"no DICOM image files under '{input_dir}' ({len(skipped_files)} other files).")
@@ -552,6 +703,7 @@ def convert_dicom_folder(
         skip_existing=skip_existing,
         resample_uneven=resample_uneven,
         key=key,
+        group_salt=group_salt,
     )
     results, errors = [], []
     for outcome in map_progress(task, mine, workers, desc="converting series", progress=progress):

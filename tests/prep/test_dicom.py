@@ -72,17 +72,22 @@ def test_oblique_series_and_descending_slices(tmp_path, phantom):
     assert affine[2, 2] == pytest.approx(phantom.spacing[2])  # slices run up: i, j, k stay right-handed
 
 
-def test_gantry_tilt_is_kept_and_a_localizer_is_skipped(tmp_path, phantom):
-    tilt = np.radians(15.0)
-    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
+def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid_and_a_localizer_is_skipped(tmp_path, phantom):
+    # Each slice shifts by exactly one voxel along j (1.1 mm per 2.5 mm slice, a 23.75° tilt): linear
+    # interpolation is then exact, and slice k of the output is slice k of the phantom moved by k voxels.
+    shift = phantom.spacing[1] / phantom.spacing[2]
+    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, shift], [0.0, 0.0, 1.0]])
     uid, _ = write_series(tmp_path / "in" / "tilted", phantom, sheared)
     localizer, _ = write_series(tmp_path / "in" / "scout", phantom, drop=tuple(range(1, 12)))
     results, errors = convert(tmp_path / "in", tmp_path / "out")
     assert errors == []
     affine, image = load(results[series_name(uid)])
-    np.testing.assert_allclose(affine, expected_affine_ras(phantom, sheared), atol=1e-3)
-    np.testing.assert_array_equal(image, phantom.image)
-    assert "gantry tilt of 15.00°" in results[series_name(uid)].messages[0]
+    np.testing.assert_allclose(affine, expected_affine_ras(phantom, np.eye(3)), atol=1e-3)  # orthogonal, same origin
+    assert image.shape == (52, 52 + 11, 12)  # widened by the 11-voxel shift of the last slice
+    for k in range(12):
+        np.testing.assert_array_equal(image[:, k : k + 52, k], phantom.image[:, :, k])
+        assert (image[:, : k, k] == phantom.image.min()).all()
+    assert "gantry tilt of 23.75° corrected" in results[series_name(uid)].messages[0]
     skipped = results[series_name(localizer)]
     assert skipped.status == "not_a_volume" and skipped.nifti is None and "single slice" in skipped.messages[0]
 
@@ -133,7 +138,7 @@ def test_missing_slice_is_reported_and_optionally_resampled(tmp_path, phantom):
     by_z = {round(float(pydicom.dcmread(f).ImagePositionPatient[2]), 3): f for f in files}
     z4, z6 = (round(phantom.voxel_to_lps((0, 0, k))[2], 3) for k in (4, 6))
     assert "1 missing slice(s)" in errors[0] and "--resample-uneven" in errors[0]
-    assert str(by_z[z4]) in errors[0] and str(by_z[z6]) in errors[0]
+    assert by_z[z4].name in errors[0] and by_z[z6].name in errors[0] and str(tmp_path) not in errors[0]
 
     results, errors = convert(tmp_path / "in", tmp_path / "out", resample_uneven=True)
     assert errors == []
@@ -158,7 +163,7 @@ def test_duplicate_slice_is_an_error_but_a_copied_file_is_not(tmp_path, phantom)
     dataset.save_as(tmp_path / "in" / "second_acquisition", enforce_file_format=True)
     results, errors = convert(tmp_path / "in", tmp_path / "out2")
     assert len(errors) == 1 and "duplicate slice" in errors[0]
-    assert str(files[1]) in errors[0] or "second_acquisition" in errors[0]
+    assert files[1].name in errors[0] or "second_acquisition" in errors[0]
 
 
 def test_a_slice_without_position_breaks_its_series(tmp_path, phantom):
@@ -167,7 +172,7 @@ def test_a_slice_without_position_breaks_its_series(tmp_path, phantom):
     del dataset.ImagePositionPatient
     dataset.save_as(files[3], enforce_file_format=True)
     results, errors = convert(tmp_path / "in", tmp_path / "out")
-    assert results == {} and len(errors) == 1 and str(files[3]) in errors[0] and "ImagePositionPatient" in errors[0]
+    assert results == {} and len(errors) == 1 and files[3].name in errors[0] and "ImagePositionPatient" in errors[0]
 
 
 def test_unplaceable_multiframe_and_undecodable_compression_are_clear_errors(tmp_path, phantom):
@@ -202,15 +207,15 @@ def test_overwrite_skip_existing_and_shards(tmp_path, phantom, other_phantom):
             parse_shard(bad)
 
 
-def test_pseudonym_key_names_outputs_and_links_patients(tmp_path, phantom, other_phantom):
+def test_pseudonym_key_names_outputs_and_group_salt_links_patients(tmp_path, phantom, other_phantom):
     uid_a, _ = write_series(tmp_path / "in", phantom, seed=1)
     uid_b, _ = write_series(tmp_path / "in", other_phantom, seed=2)
     key = b"site secret"
-    results, errors = convert(tmp_path / "in", tmp_path / "out", key=key)
+    results, errors = convert(tmp_path / "in", tmp_path / "out", key=key, group_salt=b"site salt")
     assert set(results) == {series_name(uid_a, key), series_name(uid_b, key)}
     assert series_name(uid_a, key) != series_name(uid_a)
-    pseudonyms = {r.sidecar.read_text().split('"patient_pseudonym": ')[1][:18] for r in results.values()}
-    assert len(pseudonyms) == 1 and IDENTIFIERS["PatientID"] not in pseudonyms.pop()
+    groups = {r.sidecar.read_text().split('"patient_group": ')[1][:18] for r in results.values()}
+    assert len(groups) == 1 and IDENTIFIERS["PatientID"] not in groups.pop()
 
 
 def load_command(name):
@@ -221,7 +226,8 @@ def load_command(name):
     return module
 
 
-def test_command_line(tmp_path, phantom, capsys):
+def test_command_line(tmp_path, phantom, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the default salt file goes here
     write_series(tmp_path / "in" / "a", phantom, drop=(3,))
     write_series(tmp_path / "in" / "b", phantom, OBLIQUE, seed=5)
     script = REPO / "data_prep" / "dicom_to_nifti.py"

@@ -52,7 +52,8 @@ def _secrets(files: list[Path]) -> set[str]:
     return secrets
 
 
-def test_dicom_to_datalist_outputs_and_logs_hold_no_identifiers(tmp_path, capsys):
+def test_dicom_to_datalist_outputs_and_logs_hold_no_identifiers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEDSSL3D_GROUP_SALT", "a site salt")  # patient_group is keyed; no file in the home folder
     request = Dataset()
     request.RequestedProcedureID = "NESTED-REQ-42"
     tags = {**IDENTIFIERS, "RequestAttributesSequence": [request]}
