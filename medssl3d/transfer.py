@@ -1,7 +1,9 @@
 """Encoder export -> downstream network: a classifier on the pooled embedding, or a FlexibleUNet segmenter.
 
 The pretrained encoder is loaded by path (:mod:`medssl3d.engine.export` format) with its metadata checked
-against the network it goes into, and a :class:`TransferReport` says which tensors were loaded:
+against the network it goes into, and a :class:`TransferReport` says which tensors were loaded. Given how the
+downstream run prepares its inputs (``prepared_inputs``), a preparation that differs from the export's (modality,
+intensity window or percentiles, spacing, orientation) is warned about once, naming both:
 
     >>> model = build_classifier(2, pretrained_encoder="models/encoder.pt", mode="frozen")   # linear probe
     >>> model.transfer_report                                   # loaded 62 tensors, 0 missing, 0 unexpected
@@ -18,14 +20,16 @@ Fine-tuning modes (the encoder's five stages are the stem and the four blocks th
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
-from medssl3d.engine.export import read_encoder_export
+from medssl3d.engine.export import PREPARATION_KEYS, describe_inputs, read_encoder_export
 from medssl3d.networks import (
     ClassificationHead,
     DenseNetEncoder,
@@ -46,6 +50,7 @@ __all__ = [
     "freeze_encoder",
     "load_pretrained_encoder",
     "parameter_groups",
+    "preparation_differences",
 ]
 
 MODES = ("full", "frozen", "partial")
@@ -65,14 +70,46 @@ class TransferReport:
         return f"loaded {len(self.loaded)} tensors, {len(self.missing)} missing, {len(self.unexpected)} unexpected"
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return str(a).upper() == str(b).upper() if isinstance(a, str) and isinstance(b, str) else a == b
+
+
+def preparation_differences(exported: dict, prepared: dict) -> list[str]:
+    """The :data:`~medssl3d.engine.export.PREPARATION_KEYS` whose values differ between an export's metadata and
+    a downstream run's ``prepared`` inputs; a key the export leaves None (unknown, or written before it was
+    recorded) or the run does not state is not compared."""
+    return [key for key in PREPARATION_KEYS if exported.get(key) is not None and key in prepared
+            and not _same(exported[key], prepared[key])]
+
+
+def _warn_if_preparation_differs(export_path, metadata: dict, prepared: dict) -> None:
+    differing = preparation_differences(metadata, prepared)
+    if differing:  # Python shows a given warning text once per process
+        warnings.warn(
+            f"{export_path} was pretrained on {describe_inputs(metadata)}; this run prepares "
+            f"{describe_inputs(prepared)} (differs in {', '.join(differing)}); the encoder transfers best on "
+            "inputs prepared as in pretraining.",
+            UserWarning, stacklevel=3,
+        )
+
+
 def load_pretrained_encoder(
-    encoder: Encoder, export_path: str | os.PathLike, strict_architecture: bool = True
+    encoder: Encoder, export_path: str | os.PathLike, strict_architecture: bool = True,
+    prepared_inputs: dict | None = None,
 ) -> TransferReport:
     """Load an encoder export into ``encoder`` (a medssl3d :class:`Encoder`, e.g. a FlexibleUNet's ``.encoder``).
 
     Spatial dims and input channels must match; with ``strict_architecture`` the architecture and feature
     strides must too and every tensor must load. Without it, the tensors whose name and shape match are
-    loaded and the rest are reported. A ValueError names the file and the mismatch.
+    loaded and the rest are reported. A ValueError names the file and the mismatch. ``prepared_inputs``: how the
+    caller prepares its inputs (keys as the export's metadata: ``modality``, ``intensity_window``, ``spacing``,
+    ``orientation``); a difference from the export's is warned about, naming both.
     """
     if not isinstance(encoder, Encoder):
         raise ValueError(f"load_pretrained_encoder: expected a medssl3d Encoder, got {type(encoder).__name__}.")
@@ -100,6 +137,8 @@ def load_pretrained_encoder(
         )
     encoder.load_state_dict({k: state_dict[k] for k in loaded}, strict=False)
     print(f"medssl3d.transfer: {export_path}: {report}")
+    if prepared_inputs is not None:
+        _warn_if_preparation_differs(export_path, metadata, prepared_inputs)
     return report
 
 
@@ -217,17 +256,20 @@ def build_classifier(
     dropout: float = 0.0,
     trainable_stages: int = 2,
     hidden_dim: int | None = None,
+    prepared_inputs: dict | None = None,
 ) -> EncoderClassifier:
     """:class:`EncoderClassifier` from an encoder export (``pretrained_encoder``) or from scratch (``None``).
 
     ``encoder``/``spatial_dims``/``in_channels`` default to the export's values (scratch: resnet18, 3, 1); an
     explicit value differing from the export raises a ValueError. ``mode``: ``"full"``, ``"frozen"``,
     ``"partial"`` (the last ``trainable_stages`` of 5 stages train). The report is at ``.transfer_report``.
+    ``prepared_inputs``: see :func:`load_pretrained_encoder`.
     """
     name, dims, channels, kwargs = _resolve(pretrained_encoder, encoder, spatial_dims, in_channels)
     model = EncoderClassifier(build_encoder(name, dims, channels, **kwargs), num_classes, dropout, hidden_dim)
     if pretrained_encoder is not None:
-        model.transfer_report = load_pretrained_encoder(model.encoder, pretrained_encoder)
+        model.transfer_report = load_pretrained_encoder(model.encoder, pretrained_encoder,
+                                                        prepared_inputs=prepared_inputs)
     _apply_mode(model, mode, trainable_stages)
     return model
 
@@ -240,6 +282,7 @@ def build_segmenter(
     pretrained_encoder: str | os.PathLike | None = None,
     mode: str = "full",
     trainable_stages: int = 2,
+    prepared_inputs: dict | None = None,
     **unet_kwargs,
 ) -> TransferFlexibleUNet:
     """MONAI ``FlexibleUNet`` on backbone ``"medssl3d-<encoder>"`` whose encoder is loaded from an export.
@@ -259,7 +302,8 @@ def build_segmenter(
     )
     model.transfer_report = None
     if pretrained_encoder is not None:
-        model.transfer_report = load_pretrained_encoder(model.encoder, pretrained_encoder)
+        model.transfer_report = load_pretrained_encoder(model.encoder, pretrained_encoder,
+                                                        prepared_inputs=prepared_inputs)
     _apply_mode(model, mode, trainable_stages)
     return model
 

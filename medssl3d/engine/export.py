@@ -6,12 +6,15 @@ Format (``torch.save``, loadable with ``weights_only=True``)::
      "metadata": {"format": "medssl3d-encoder-export-v1", "architecture": "resnet18", "spatial_dims": 3,
                   "in_channels": 1, "embedding_dim": 512, "feature_strides": [2, 4, 8, 16, 32],
                   "encoder_kwargs": {...}, "patch_size": [96, 96, 96], "spacing": [1.5, 1.5, 2.0],
-                  "orientation": "RAS", "intensity_window": [-1000, 400], "method": "SimCLR",
+                  "orientation": "RAS", "modality": "CT", "intensity_window": [-1000, 400], "method": "SimCLR",
                   "medssl3d_version": "0.1.0"}}
 
 ``encoder_kwargs`` are the extra ``build_encoder`` arguments (e.g. ``conv1_t_stride``) so the loader rebuilds
 the same network; ``feature_strides`` is checked after the rebuild to catch a forgotten one. The input keys
-(patch size, spacing, orientation, window) may be ``None`` where they do not apply (e.g. histology spacing).
+(patch size, spacing, orientation, modality, window) may be ``None`` where they do not apply (e.g. histology
+spacing) or are unknown (exports written before ``modality`` was recorded). ``intensity_window`` is the fixed
+range mapped to [0, 1] (a CT HU window, RGB ``[0, 255]``) or ``{"percentiles": [lo, hi]}`` for per-volume
+percentile normalisation (MRI); :func:`describe_inputs` puts the preparation in words.
 """
 
 from __future__ import annotations
@@ -31,14 +34,18 @@ from .checkpoint import is_main_process, remove_partial_files, safe_torch_load, 
 __all__ = [
     "EXPORT_FORMAT",
     "INPUT_KEYS",
+    "PREPARATION_KEYS",
     "EncoderExport",
+    "describe_inputs",
     "export_encoder",
     "load_encoder_export",
     "read_encoder_export",
 ]
 
 EXPORT_FORMAT = "medssl3d-encoder-export-v1"
-INPUT_KEYS = ("patch_size", "spacing", "orientation", "intensity_window", "encoder_kwargs", "method")
+INPUT_KEYS = ("patch_size", "spacing", "orientation", "modality", "intensity_window", "encoder_kwargs", "method")
+# how the inputs were prepared: what a downstream run must reproduce for the encoder to see what it learnt from
+PREPARATION_KEYS = ("modality", "intensity_window", "spacing", "orientation")
 
 
 def _medssl3d_version() -> str:
@@ -46,6 +53,26 @@ def _medssl3d_version() -> str:
         return version("medssl3d")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "unknown"
+
+
+def _numbers(values) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
+
+
+def describe_inputs(inputs: dict[str, Any]) -> str:
+    """The preparation of :data:`PREPARATION_KEYS` in ``inputs`` (export metadata or a bundle's own), in words,
+    e.g. ``"MRI percentiles [0.5, 99.5] at 1x1x1 mm RAS"``; keys that are None or absent are left out."""
+    parts = [str(inputs["modality"])] if inputs.get("modality") else []
+    window = inputs.get("intensity_window")
+    if isinstance(window, dict) and "percentiles" in window:
+        parts.append(f"percentiles {_numbers(window['percentiles'])}")
+    elif window is not None:
+        parts.append(f"window {_numbers(window)}")
+    if inputs.get("spacing") is not None:
+        parts.append(f"at {'x'.join(f'{float(v):g}' for v in inputs['spacing'])} mm")
+    if inputs.get("orientation"):
+        parts.append(str(inputs["orientation"]))
+    return " ".join(parts) or "unrecorded preparation"
 
 
 def export_encoder(encoder: Encoder, path: str | os.PathLike, **metadata: Any) -> Path:

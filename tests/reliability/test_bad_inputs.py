@@ -138,17 +138,10 @@ def test_preprocess_disk_full_names_the_file_and_leaves_no_partial_output(tmp_pa
 # ---- the bundles' data loading: CheckImaged in the genesis_ct chain, parsed as `monai.bundle run` does ----------
 
 def _bundle_chain(dataset_dir: Path):
-    """genesis_ct's deterministic transforms with CheckImaged inserted where docs/bad_inputs.md says."""
+    """genesis_ct's deterministic transforms, which hold CheckImaged where docs/bad_inputs.md says."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / "genesis_ct" / "configs" / "train.yaml"))
     parser["dataset_dir"] = str(dataset_dir)
-    steps = parser["train#deterministic_transforms"]
-    targets = [step["_target_"] for step in steps]
-    steps.insert(targets.index("SpatialPadd"), {
-        "_target_": "medssl3d.transforms.checks.CheckImaged", "keys": "image", "min_size": "@crop_size"})
-    steps.insert(targets.index("EnsureChannelFirstd") + 1, {
-        "_target_": "medssl3d.transforms.checks.CheckImaged", "keys": "image", "modality": "CT"})
-    parser["train#deterministic_transforms"] = steps
     parser["train#chain"] = {"_target_": "Compose", "transforms": "@train#deterministic_transforms"}
     return parser.get_parsed_content("train#chain", instantiate=True)
 
