@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Check a dataset described by a Decathlon-style datalist before training (like nnU-Net's verification).
 
-Checks: files readable; image/label shape, spacing, origin and direction agree; label values declared;
-no NaN/Inf; CT intensities plausible (HU); duplicate images; the same patient in two splits.
+Checks: files readable (truncated files too); one 3D volume per CT/MRI image (no 4D series, single slice or
+1x1x1 placeholder); no NaN/Inf; no constant image; CT in Hounsfield units (the check the CT bundles run);
+image/label shape, spacing, origin and direction agree; label values declared; duplicate images; the same
+patient in two splits; an empty datalist. The modality is the datalist's "modality" (make_datalist records
+it), else --modality, else inferred from the data (the report says which).
 Exit status 1 when there is any error; warnings alone exit 0.
 
 Example:
-    python data_prep/check_dataset.py data/datalist.json --labels 0 1 2 --report data/integrity --workers 4
+    python data_prep/check_dataset.py data/datalist.json --num-classes 3 --report data/integrity --workers 4
 
 See docs/data_prep_dicom.md.
 """
@@ -18,7 +21,7 @@ import sys
 from pathlib import Path
 
 from medssl3d.atomic import atomic_path, write_json_atomic
-from medssl3d.prep.integrity import CT_RANGE, check_datalist
+from medssl3d.prep.integrity import MODALITIES, check_datalist
 from medssl3d.prep.command import run_command
 
 
@@ -28,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--labels", type=int, nargs="+", help="allowed label values (default: keys of the datalist's 'labels')"
     )
-    parser.add_argument("--modality", help="e.g. CT, MRI (default: the datalist's 'modality'); CT enables HU checks")
+    parser.add_argument("--num-classes", type=int, help="label values must lie in 0..N-1 (instead of --labels)")
     parser.add_argument(
-        "--ct-range", type=float, nargs=2, default=CT_RANGE, metavar=("LOW", "HIGH"), help="plausible HU range"
+        "--modality", type=str.upper,
+        help=f"{', '.join(MODALITIES)} (default: the datalist's 'modality', else inferred); CT adds the HU check",
     )
     parser.add_argument("--base-dir", type=Path, help="folder the datalist paths are relative to (default: its own)")
     parser.add_argument("--report", type=Path, help="write REPORT.txt and REPORT.json (refuses to replace them)")
@@ -44,14 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}.")
+    if args.labels is not None and args.num_classes is not None:
+        raise ValueError("give either --labels or --num-classes, not both.")
     report = check_datalist(
         args.datalist,
         labels=args.labels,
         modality=args.modality,
-        ct_range=tuple(args.ct_range),
         base_dir=args.base_dir,
         workers=args.workers,
         progress=not args.no_progress,
+        num_classes=args.num_classes,
     )
     text = report.to_text()
     print(text, end="")

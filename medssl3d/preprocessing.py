@@ -25,6 +25,7 @@ from nibabel.orientations import aff2axcodes
 from tqdm import tqdm
 
 from .atomic import atomic_path
+from .errors import InputError
 from .data.datalist_io import read_datalist
 from .prep.integrity import check_item
 from .transforms.checks import CheckImaged
@@ -32,6 +33,7 @@ from .transforms.checks import CheckImaged
 __all__ = ["CHAINS", "ProcessedCase", "chain_config_path", "configs_dir", "load_chain", "preprocess_datalist"]
 
 CHAINS = ("ct", "mri", "xray", "histology")
+CHAIN_MODALITIES = {"ct": "CT", "mri": "MRI", "xray": "XRAY", "histology": "HISTOLOGY"}  # for check_item
 CHAIN_CHECKS = {  # CheckImaged settings per reference chain
     "ct": {"spatial_dims": 3, "channels": 1, "modality": "CT"},
     "mri": {"spatial_dims": 3, "channels": 1},
@@ -145,18 +147,20 @@ def preprocess_datalist(
 ) -> list[ProcessedCase]:
     """Run a chain over every item of a Decathlon-style datalist and save each key as NIfTI in ``out``.
 
-    Images are interpolated with ``bilinear``, every other key (labels, masks) with ``nearest``. A bad item
+    Images are interpolated with ``bilinear``, every other key (labels, masks) with ``nearest``. Paths in the
+    datalist are relative to its folder, whether ``datalist`` itself is relative or absolute. A bad item
     (missing or unreadable file, NaN/Inf, image/label geometry mismatch, undeclared label values, wrong
-    dimensions, constant or already-windowed CT) raises a ``ValueError`` naming its file.
+    dimensions, constant, a CT not in Hounsfield units) raises an :class:`InputError` naming its file.
     """
     datalist = Path(datalist)
     content = read_datalist(datalist)
-    items = []
+    items, names = [], []  # items with paths joined to the datalist's folder; the paths as the datalist gives them
     for split in splits:
         if content.get(split):  # MONAI's loader fails on absent or empty lists
             items += load_decathlon_datalist(str(datalist), data_list_key=split, base_dir=str(datalist.parent))
+            names += [raw if isinstance(raw, dict) else {"image": raw} for raw in content[split]]
     if not items:
-        raise ValueError(f"datalist '{datalist}' lists no items under {', '.join(splits)}.")
+        raise InputError(f"datalist '{datalist}' lists no items under {', '.join(splits)}.")
     declared = content.get("labels")
     labels = [int(k) for k in declared] if isinstance(declared, dict) and declared else None
     settings = {"keys": list(keys)}
@@ -173,20 +177,22 @@ def preprocess_datalist(
         for key in keys
     }
     cases = []
-    for item in tqdm(items, desc=f"preprocess {chain}", disable=not progress):
+    modality = CHAIN_MODALITIES.get(chain)
+    for item, named in tqdm(list(zip(items, names)), desc=f"preprocess {chain}", disable=not progress):
         missing = [k for k in keys if k not in item]
         if missing:
-            raise KeyError(f"datalist '{datalist}': item {item.get('image')} has no key {missing[0]!r}.")
-        issues, _ = check_item({k: item[k] for k in keys if k in ("image", "label")}, "", datalist.parent, labels)
+            raise KeyError(f"datalist '{datalist}': item {named.get('image')} has no key {missing[0]!r}.")
+        checked = {k: named[k] for k in keys if k in ("image", "label")}
+        issues, _ = check_item(checked, "", datalist.parent, labels, modality)
         errors = [issue for issue in issues if issue.level == "error"]
         if errors:
             more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-            raise ValueError(f"'{errors[0].file}': {errors[0].problem}{more}.")
+            raise InputError(f"'{errors[0].file}': {errors[0].problem.rstrip('.')}{more}.")
         try:
             sample = transform({k: item[k] for k in keys})
         except Exception as error:
             message = _last_line(error)
-            raise ValueError(message if str(item["image"]) in message else f"'{item['image']}': {message}") from error
+            raise InputError(message if str(item["image"]) in message else f"'{named['image']}': {message}") from error
         name = Path(str(item["image"])).name.split(".")[0]
         outputs = _save_case(savers, sample, out, name)
         shapes = {key: tuple(sample[key].shape) for key in keys}

@@ -38,7 +38,7 @@ from .histology import (
     tile_grid,
     tile_slide,
 )
-from .integrity import CT_RANGE, IntegrityReport, Issue, check_datalist, check_item
+from .integrity import IntegrityReport, Issue, check_datalist, check_item, declared_modality
 from .medmnist import (
     MEDMNIST_FRACTIONS,
     MEDMNIST_SPLITS,

@@ -1,13 +1,20 @@
 """Dataset integrity check over a Decathlon-style datalist, in the spirit of nnU-Net's dataset verification.
 
 Per item (``training`` / ``validation`` / ``test`` lists of ``{"image", "label"?, "patient_id"?}``):
-every file readable; image and label agree in shape, spacing, origin and direction; label values integers
-within the declared set (``labels`` argument, else the keys of the datalist's ``"labels"`` dict); no NaN or
-Inf; CT intensities within ``ct_range`` HU, with warnings for a CT that looks windowed to 0–255 or stored
-without its RescaleIntercept. Across items: images with identical voxel content (SHA-256 of the array),
-and patients whose ``patient_id`` appears in two splits (leakage). NIfTI files are read with nibabel, as
-MONAI's loader does (ITK's NIfTI reader silently turns NaN and Inf into 0); NRRD, MHA, PNG, TIFF … with
-SimpleITK. Paths are relative to the datalist's folder unless ``base_dir`` is given.
+every file readable (a truncated file is an error); images of the datalist's modality shape (one 3D volume
+for CT and MRI: no 4D series, no single slice, no 1x1x1 placeholder); no NaN or Inf; no constant image; CT in
+Hounsfield units (:func:`medssl3d.transforms.hu_problem`, the check the CT bundles run); image and label
+agree in shape, spacing, origin and direction; label values integers within the declared set (``labels``,
+else ``range(num_classes)``, else the datalist's ``"labels"`` keys or ``"num_classes"``). Across items:
+images with identical voxel content (SHA-256 of the array), and patients whose ``patient_id`` appears in two
+splits (leakage). An empty datalist is an error.
+
+The modality comes from the argument, else the datalist's top-level ``"modality"`` (``"CT"``, ``"MRI"``,
+``"XRAY"``, ``"HISTOLOGY"``, as ``make_datalist`` records it; a Decathlon ``{"0": "CT"}`` also works), else it is
+inferred from the data (CT when at least half of the volumes are plausibly HU) and the report says so.
+NIfTI files are read with nibabel, as MONAI's loader does (ITK's NIfTI reader silently turns NaN and Inf
+into 0 and zero-fills a truncated file); NRRD, MHA, PNG, TIFF … with SimpleITK. Paths are relative to the
+datalist's folder unless ``base_dir`` is given.
 """
 
 from __future__ import annotations
@@ -25,12 +32,16 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from medssl3d.errors import InputError
+from medssl3d.transforms.checks import hu_problem
+
 from .parallel import map_progress
 
-__all__ = ["CT_RANGE", "IntegrityReport", "Issue", "check_datalist", "check_item"]
+__all__ = ["MODALITIES", "IntegrityReport", "Issue", "check_datalist", "check_item", "declared_modality"]
 
 SPLITS = ("training", "validation", "test")
-CT_RANGE = (-2048.0, 4095.0)
+MODALITIES = {"CT": 3, "MRI": 3, "XRAY": 2, "HISTOLOGY": 2}  # the modalities make_datalist records: spatial dims
+ALIASES = {"MR": "MRI", "X-RAY": "XRAY", "CR": "XRAY", "DX": "XRAY"}
 SPACING_TOLERANCE = 1e-3  # relative
 ORIGIN_TOLERANCE_MM = 1e-3
 DIRECTION_TOLERANCE = 1e-4
@@ -55,6 +66,8 @@ class IntegrityReport:
     datalist: str
     counts: dict[str, int]
     issues: list[Issue] = field(default_factory=list)
+    modality: str | None = None  # CT, MRI, XRAY, HISTOLOGY, another declared name, or None (not CT, unknown)
+    modality_source: str = ""  # where the modality came from, in words
 
     @property
     def errors(self) -> list[Issue]:
@@ -71,6 +84,7 @@ class IntegrityReport:
     def to_text(self) -> str:
         splits = ", ".join(f"{split} {n}" for split, n in self.counts.items())
         lines = [f"Integrity check of {self.datalist}: {sum(self.counts.values())} items ({splits})"]
+        lines.append(f"Modality: {self.modality or 'not CT'} ({self.modality_source})")
         lines += [str(issue) for issue in self.errors + self.warnings]
         verdict = "OK" if self.ok else "FAILED"
         lines.append(f"{verdict}: {len(self.errors)} errors, {len(self.warnings)} warnings")
@@ -80,6 +94,8 @@ class IntegrityReport:
         return {
             "datalist": self.datalist,
             "items": self.counts,
+            "modality": self.modality,
+            "modality_source": self.modality_source,
             "ok": self.ok,
             "errors": [asdict(issue) for issue in self.errors],
             "warnings": [asdict(issue) for issue in self.warnings],
@@ -144,22 +160,26 @@ def _geometry_problems(image: _Volume, label: _Volume) -> list[str]:
     return problems
 
 
-def _intensity_problems(
-    array: np.ndarray, modality: str | None, ct_range: tuple[float, float]
-) -> list[tuple[str, str]]:
-    """(level, problem) pairs for non-finite voxels and implausible CT values."""
+def _image_problems(volume: _Volume, modality: str | None) -> list[str]:
+    """Shape, finiteness and constancy problems of an image (errors); ``modality`` sets the dimensions."""
+    array, size = volume.array, tuple(int(n) for n in volume.shape)
+    extra = array.shape[len(size):]  # 4D series (NIfTI) or channels (ITK vector images)
+    dims = MODALITIES.get(modality or "")
+    if dims is None and len(size) == 3 and size[2] == 1:  # a 2D image stored as 3D
+        size = size[:2]
+    if dims is not None and len(size) != dims:
+        return [f"image of shape {_x(size)} has {len(size)} spatial dimension(s), {dims} expected for {modality}"]
+    if len(size) == 3 and int(np.prod(extra)) > 1:
+        return [f"shape {_x(array.shape)} is a 4D series or multi-channel volume: {int(np.prod(extra))} channels, "
+                "1 expected; select one volume (e.g. one echo, phase or time point) first"]
+    if len(size) == 3 and min(size) == 1:
+        what = "a 1x1x1 placeholder" if max(size) == 1 else f"one voxel thick along axis {size.index(1)}"
+        return [f"volume of shape {_x(size)} is {what}, not a 3D scan"]
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        return [("error", f"{int((~np.isfinite(array)).sum())} NaN/Inf voxels")]
-    if (modality or "").upper() != "CT" or not array.size:
-        return []
-    low, high = float(array.min()), float(array.max())
-    span = f"CT values span [{low:g}, {high:g}]"
-    if low < ct_range[0] or high > ct_range[1]:
-        return [("error", f"{span}, outside [{ct_range[0]:g}, {ct_range[1]:g}] HU")]
-    if low >= 0 and high <= 255:
-        return [("warning", f"{span}: looks already windowed to 0–255, not HU")]
-    if low >= 0:
-        return [("warning", f"{span}: no air (≈ −1000 HU); was the RescaleIntercept applied?")]
+        return [f"{int((~np.isfinite(array)).sum())} NaN/Inf voxels"]
+    if array.size and array.min() == array.max():
+        what = "volume" if len(size) == 3 else "image"
+        return [f"constant {what} (every voxel is {float(array.min()):g}): a blank or failed export"]
     return []
 
 
@@ -170,8 +190,13 @@ def _label_problems(array: np.ndarray, labels: Sequence[int] | None) -> list[str
     fractional = values[values != np.round(values)]
     if fractional.size:
         return [f"label holds non-integer values, e.g. {fractional[0]:g}"]
-    unknown = sorted(set(values.astype(np.int64).tolist()) - set(labels)) if labels is not None else []
-    return [f"label values {unknown} are not among the declared labels {sorted(labels)}"] if unknown else []
+    found = sorted(set(values.astype(np.int64).tolist()))
+    unknown = sorted(set(found) - set(labels)) if labels is not None else []
+    if not unknown:
+        return []
+    return [f"label values {unknown} are not among the declared labels {sorted(labels)} (found {found}): map them "
+            f"first (e.g. MONAI's MapLabelValued with orig_labels {found} and target_labels "
+            f"{list(range(len(found)))}) or declare more classes (--num-classes {max(found) + 1})"]
 
 
 def check_item(
@@ -180,71 +205,121 @@ def check_item(
     base_dir: str | os.PathLike,
     labels: Sequence[int] | None = None,
     modality: str | None = None,
-    ct_range: tuple[float, float] = CT_RANGE,
 ) -> tuple[list[Issue], str | None]:
-    """Check one datalist item; return its issues and the SHA-256 of its image voxels (None if unreadable)."""
+    """Check one datalist item; return its issues and the SHA-256 of its image voxels (None if unreadable).
+
+    With ``modality="CT"`` an image that is not plausibly in Hounsfield units is an error.
+    """
+    modality = _normalise(modality)
+    issues, digest, hu = _inspect(item, split, base_dir, labels, modality)
+    if hu and modality == "CT":
+        issues.insert(0, Issue("error", str(item["image"]), hu))
+    return issues, digest
+
+
+def _inspect(
+    item: dict, split: str, base_dir: str | os.PathLike, labels: Sequence[int] | None, modality: str | None
+) -> tuple[list[Issue], str | None, str | None]:
+    """Issues (all but the HU check), voxel digest and HU verdict of one item: for a usable 3D image when
+    ``modality`` is CT or unknown, ``""`` (plausibly HU) or :func:`hu_problem`'s text; else None."""
     issues: list[Issue] = []
     if not isinstance(item, dict) or "image" not in item:
-        return [Issue("error", f"{split} item {item!r}"[:200], "has no 'image' key")], None
+        return [Issue("error", f"{split} item {item!r}"[:200], "has no 'image' key")], None, None
     image_name = str(item["image"])
     image = _read(Path(base_dir) / image_name, image_name, issues)
-    digest = None
+    digest = hu = None
     if image is not None:
         array = image.array
         digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode() + array.tobytes()).hexdigest()
-        issues += [Issue(level, image_name, p) for level, p in _intensity_problems(array, modality, ct_range)]
+        problems = _image_problems(image, modality)
+        issues += [Issue("error", image_name, p) for p in problems]
+        if not problems and modality in (None, "CT") and len(image.shape) == 3:
+            hu = hu_problem(array) or ""
     if "label" in item:
         label_name = str(item["label"])
         label = _read(Path(base_dir) / label_name, label_name, issues)
         if label is not None:
             problems = _geometry_problems(image, label) if image is not None else []
             issues += [Issue("error", label_name, p) for p in problems + _label_problems(label.array, labels)]
-    return issues, digest
+    return issues, digest, hu
+
+
+def declared_modality(content: dict) -> str | None:
+    """The modality a datalist records under ``"modality"`` (a name or Decathlon's ``{"0": name}``),
+    upper-cased with the usual aliases (MR → MRI), or None."""
+    declared = content.get("modality")
+    declared = declared.get("0") if isinstance(declared, dict) else declared
+    return _normalise(declared) if isinstance(declared, str) and declared.strip() else None
+
+
+def _normalise(modality: str | None) -> str | None:
+    if modality is None:
+        return None
+    name = modality.strip().upper()
+    return ALIASES.get(name, name)
 
 
 def check_datalist(
     datalist: str | os.PathLike,
     labels: Sequence[int] | None = None,
     modality: str | None = None,
-    ct_range: tuple[float, float] = CT_RANGE,
     base_dir: str | os.PathLike | None = None,
     workers: int = 1,
     progress: bool = True,
+    num_classes: int | None = None,
 ) -> IntegrityReport:
     """Check every item of ``datalist``; see the module docstring for the checks.
 
-    ``labels`` defaults to the keys of the datalist's ``"labels"`` dict and ``modality`` to its
-    ``"modality"`` (``{"0": "CT"}`` or a string); with neither, label values and intensities are not checked.
+    ``labels`` (allowed label values) defaults to ``range(num_classes)``, then to the keys of the datalist's
+    ``"labels"`` dict, then to ``range`` of its ``"num_classes"``; with none, label values are only checked to
+    be integers. ``modality`` defaults to the datalist's ``"modality"``, else is inferred from the data.
     """
     datalist = Path(datalist)
     try:
         content = json.loads(datalist.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{datalist}: cannot read the datalist: {error}") from None
+        raise InputError(f"{datalist}: cannot read the datalist: {error}") from None
     if not isinstance(content, dict) or not any(isinstance(content.get(s), list) for s in SPLITS):
-        raise ValueError(f"{datalist}: not a datalist: expected a JSON object with lists under {', '.join(SPLITS)}.")
-    if labels is None and isinstance(content.get("labels"), dict) and content["labels"]:
-        labels = [int(k) for k in content["labels"]]
+        raise InputError(f"{datalist}: not a datalist: expected a JSON object with lists under {', '.join(SPLITS)}.")
+    if labels is None and num_classes is None:
+        if isinstance(content.get("labels"), dict) and content["labels"]:
+            labels = [int(k) for k in content["labels"]]
+        elif isinstance(content.get("num_classes"), int):
+            num_classes = content["num_classes"]
+    if labels is None and num_classes is not None:
+        labels = list(range(int(num_classes)))
+    modality, source = _normalise(modality), "given"
     if modality is None:
-        declared = content.get("modality")
-        modality = declared.get("0") if isinstance(declared, dict) else declared
+        modality, source = declared_modality(content), "recorded in the datalist"
     items = [(split, item) for split in SPLITS for item in content.get(split) or []]
-    check = partial(
-        _check_pair,
-        base_dir=Path(base_dir) if base_dir else datalist.parent,
-        labels=labels,
-        modality=modality,
-        ct_range=ct_range,
+    inspect = partial(
+        _inspect_pair, base_dir=Path(base_dir) if base_dir else datalist.parent, labels=labels, modality=modality
     )
     report = IntegrityReport(str(datalist), {split: len(content.get(split) or []) for split in SPLITS})
+    report.modality, report.modality_source = modality, source
+    if not items:
+        report.issues.append(Issue("error", "(datalist)", f"lists no items under {', '.join(SPLITS)}"))
+        return report
     by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for (split, item), outcome in zip(items, map_progress(check, items, workers, desc="checking", progress=progress)):
+    verdicts: list[tuple[str, str]] = []  # (image, HU verdict) of every judged image
+    for (split, item), outcome in zip(items, map_progress(inspect, items, workers, desc="checking", progress=progress)):
         if isinstance(outcome, Exception):
             raise outcome
-        issues, digest = outcome
+        issues, digest, hu = outcome
         report.issues += issues
+        if hu is not None:
+            verdicts.append((str(item["image"]), hu))
         if digest is not None:
             by_hash[digest].append((str(item["image"]), split))
+    if modality is None:
+        report.modality, report.modality_source = _infer_modality(verdicts)
+    if report.modality == "CT":
+        report.issues += [Issue("error", name, hu) for name, hu in verdicts if hu]
+    elif modality is None and verdicts:
+        report.issues.append(Issue("warning", "(datalist)", (
+            f"no modality recorded and {report.modality_source}: intensities not checked. If these are CT "
+            f"scans, they are not in HU: re-export them with data_prep/dicom_to_nifti.py; record the modality "
+            f"with make_datalist or pass --modality")))
     for copies in by_hash.values():
         first, first_split = copies[0]
         for name, split in copies[1:]:
@@ -254,9 +329,21 @@ def check_datalist(
     return report
 
 
-def _check_pair(pair: tuple[str, dict], **options) -> tuple[list[Issue], str | None]:
+def _infer_modality(verdicts: list[tuple[str, str]]) -> tuple[str | None, str]:
+    """CT when at least half of the judged volumes are plausibly HU, else None; and the reason, in words."""
+    if not verdicts:
+        return None, "not recorded, and no readable 3D volume to infer it from"
+    in_hu = sum(not hu for _, hu in verdicts)
+    counted = f"{in_hu} of {len(verdicts)} volumes in Hounsfield units"
+    if 2 * in_hu >= len(verdicts):
+        return "CT", f"inferred from the data: {counted}"
+    example = next(name for name, hu in verdicts if hu)
+    return None, f"inferred from the data: {counted}, e.g. {example}"
+
+
+def _inspect_pair(pair: tuple[str, dict], **options) -> tuple[list[Issue], str | None, str | None]:
     split, item = pair
-    return check_item(item, split, **options)
+    return _inspect(item, split, **options)
 
 
 def _leakage(items: list[tuple[str, dict]]) -> list[Issue]:

@@ -4,7 +4,7 @@ Every transform is an array class ``Foo`` with a dictionary twin ``Food`` (``Mul
 write new keys, are dictionary-only), usable from a bundle's YAML as ``_target_: medssl3d.transforms.Food``.
 """
 
-from .checks import CheckImage, CheckImaged
+from .checks import CheckImage, CheckImaged, CheckLabel, CheckLabeld, hu_problem, label_problem
 from .genesis import (
     RandBezierIntensity,
     RandBezierIntensityd,

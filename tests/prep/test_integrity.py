@@ -126,10 +126,9 @@ def _nan(root, datalist):
 
 
 def _implausible_hu(root, datalist):
-    image = ct_volume(0)
-    image[:2] = -3024
+    image = np.clip((ct_volume(0) + 1000.0) * 563 / 1100, 0, 563).round().astype(np.int16)  # rescaled 0..563
     save(root / "imagesTr/case_0.nii.gz", image)
-    return "imagesTr/case_0.nii.gz", "CT values span [-3024, "
+    return "imagesTr/case_0.nii.gz", "not Hounsfield units: values 0..5"
 
 
 def _duplicate(root, datalist):
@@ -166,13 +165,13 @@ def test_declared_labels_come_from_the_argument_or_the_datalist(tmp_path):
     assert check_datalist(path, labels=[0, 1, 2], progress=False).ok
 
 
-def test_windowed_or_unrescaled_ct_is_only_a_warning(tmp_path):
+def test_windowed_or_unrescaled_ct_is_an_error(tmp_path):
     path, _ = make_dataset(tmp_path)
     save(tmp_path / "imagesTr/case_1.nii.gz", np.clip(ct_volume(1) + 1000, 0, 255).astype(np.uint8))
     save(tmp_path / "imagesTr/case_2.nii.gz", (ct_volume(2) + 1024).astype(np.int16))
     report = check_datalist(path, progress=False)
-    assert report.ok and [w.file for w in report.warnings] == ["imagesTr/case_1.nii.gz", "imagesTr/case_2.nii.gz"]
-    assert "windowed to 0–255" in report.warnings[0].problem and "RescaleIntercept" in report.warnings[1].problem
+    assert [e.file for e in report.errors] == ["imagesTr/case_1.nii.gz", "imagesTr/case_2.nii.gz"]
+    assert all("not Hounsfield units" in e.problem and "dicom_to_nifti" in e.problem for e in report.errors)
     assert check_datalist(path, modality="MRI", progress=False).issues == []  # HU checks are for CT only
 
 
