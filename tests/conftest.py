@@ -1,0 +1,33 @@
+"""Every test starts from the same process state, whatever ran before it, so the suite passes alone, in its own
+order and shuffled (``pytest --random-order``): Python's, NumPy's and torch's global random generators are seeded
+to 0 before each test; torch's thread count, its deterministic-algorithm and cuDNN flags (which MONAI's
+``set_determinism`` changes), the environment variables and the working directory are put back after it."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    os.chdir(cwd)
+
