@@ -127,3 +127,113 @@ def test_nodule_row_with_nan_coordinate_and_nan_volume(tmp_path, capsys):
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # ct_a's patch is not kept either
     assert extract.main([*argv, "--output", str(tmp_path / "filled"), "--fill-nonfinite", "-1024"]) == 0
     assert (tmp_path / "filled" / "datalist.json").is_file()
+
+
+# ---- DICOM ----------------------------------------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from medssl3d.prep.dicom import convert_dicom_folder  # noqa: E402
+from medssl3d.prep.volume import sitk_affine_ras  # noqa: E402
+
+from .dicom_series import write_series  # noqa: E402
+
+
+def ramp_phantom(shape=(24, 20, 10), spacing=(0.9, 1.1, 2.5)):
+    """HU = 10 j + 100 k - 1000 (linear in j, so an in-plane linear interpolation is exact)."""
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return SimpleNamespace(image=(10 * j + 100 * k - 1000).astype(np.int16), spacing=spacing,
+                           origin_lps=(-10.0, 20.0, -300.0))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return ramp_phantom()
+
+
+def test_tilted_series_has_one_geometry_for_nibabel_and_simpleitk_and_resample_keeps_it(tmp_path, phantom):
+    tilt = np.radians(9.25)
+    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.tan(tilt)], [0.0, 0.0, 1.0]])
+    write_series(tmp_path / PATIENT_FOLDER, phantom, sheared)
+    results, errors, _ = convert_dicom_folder(tmp_path / PATIENT_FOLDER, tmp_path / "out", progress=False)
+    assert errors == []
+    result = results[0]
+    assert "gantry tilt of 9.25° corrected" in result.messages[0] and PATIENT_FOLDER not in result.messages[0]
+    nifti = nib.load(result.nifti)
+    assert nifti.get_qform(coded=True)[1] == 1 and nifti.get_sform(coded=True)[1] == 1
+    np.testing.assert_allclose(nifti.get_qform(), nifti.get_sform(), atol=1e-4)
+    itk = sitk.ReadImage(str(result.nifti))
+    np.testing.assert_allclose(sitk_affine_ras(itk), nifti.affine, atol=1e-3)  # every reader: one geometry
+    # Each DICOM voxel centre (i, j, k) keeps its value at its world position in the orthogonal volume.
+    image = np.asarray(nifti.dataobj).astype(float)
+    for i, j, k in [(3, 4, 0), (10, 12, 5), (20, 17, 9)]:
+        world = np.asarray(phantom.origin_lps) + np.array([i * 0.9, j * 1.1, 0.0]) + k * 2.5 * sheared[:, 2]
+        index = np.linalg.solve(nifti.affine, [-world[0], -world[1], world[2], 1.0])[:3]
+        assert abs(index[0] - i) < 1e-6 and abs(index[2] - k) < 1e-6
+        low, frac = int(np.floor(index[1])), index[1] - np.floor(index[1])
+        value = (1 - frac) * image[i, low, k] + frac * image[i, low + 1, k]
+        assert abs(value - phantom.image[i, j, k]) <= 0.5  # int16 rounding only
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["geometry"]["tilt_corrected"] is True
+    assert sidecar["geometry"]["gantry_tilt_deg"] == pytest.approx(9.25)
+    resample = command("resample")  # reads it with one geometry and keeps it
+    assert resample.main([str(result.nifti), "--out", str(tmp_path / "iso.nii.gz"), "--spacing", "1", "1", "1"]) == 0
+    out = nib.load(tmp_path / "iso.nii.gz")
+    np.testing.assert_allclose(out.affine[:3, :3] / nib.affines.voxel_sizes(out.affine),
+                               nifti.affine[:3, :3] / nib.affines.voxel_sizes(nifti.affine), atol=1e-4)
+    np.testing.assert_allclose(out.affine[:3, 3], nifti.affine[:3, 3], atol=1e-3)
+
+
+def test_fractional_rescale_slope_is_written_as_float32(tmp_path):
+    small = ramp_phantom((12, 10, 3))
+    small.image = (small.image // 100).astype(np.int16)  # -10 … 0, stored as value / 0.001
+    write_series(tmp_path / "frac", small, slope=0.001, intercept=0.0)
+    results, errors, _ = convert_dicom_folder(tmp_path / "frac", tmp_path / "out", progress=False)
+    assert errors == []
+    image = np.asarray(nib.load(results[0].nifti).dataobj)
+    assert image.dtype == np.float32 and np.abs(image - small.image).max() < 1e-4
+    write_series(tmp_path / "milli", SimpleNamespace(image=np.arange(120, dtype=np.int16).reshape(6, 5, 4) * 0.001,
+                                                     spacing=(1.0, 1.0, 2.0), origin_lps=(0.0, 0.0, 0.0)),
+                 slope=0.001, intercept=0.0)
+    results, errors, _ = convert_dicom_folder(tmp_path / "milli", tmp_path / "out2", progress=False)
+    image = np.asarray(nib.load(results[0].nifti).dataobj)
+    assert errors == [] and len(np.unique(image)) == 120  # int16 would have collapsed 0.000 … 0.119 to 0
+    assert "fractional rescale (RescaleSlope 0.001, RescaleIntercept 0): written as float32" in results[0].messages[0]
+    assert json.loads(results[0].sidecar.read_text())["rescale"]["output_dtype"] == "float32"
+
+
+def test_dicom_messages_truncated_or_missing_pixels_output_file_and_nothing_converted(tmp_path, phantom, capsys,
+                                                                                       monkeypatch):
+    import pydicom
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root = tmp_path / PATIENT_FOLDER
+    _, files = write_series(root / "cut", phantom, seed=1)
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[:-100])
+    _, files = write_series(root / "empty", phantom, seed=2)
+    dataset = pydicom.dcmread(files[3])
+    del dataset.PixelData
+    dataset.save_as(files[3], enforce_file_format=True)
+    convert = command("dicom_to_nifti")
+    assert convert.main([str(root), str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert PATIENT_FOLDER not in err and "install a decoder" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2
+    assert any("pixel data holds" in line and "bytes its header promises: the file is truncated" in line for line in lines)
+    assert any(f"empty/{files[3].name}: no pixel data (the PixelData element is missing)" in line for line in lines)
+
+    (tmp_path / "a_file").write_text("")
+    good = tmp_path / "good"
+    write_series(good, phantom, seed=3)
+    assert convert.main([str(good), str(tmp_path / "a_file"), "--no-progress"]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+    scouts = tmp_path / "scouts"
+    write_series(scouts, phantom, drop=tuple(range(1, 10)), seed=4)  # one slice: a localizer
+    assert convert.main([str(scouts), str(tmp_path / "out2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "dicom_to_nifti: error: no series converted: 1 series found, none is a volume" in err
+    salt = tmp_path / "config" / "medssl3d" / "group_salt"
+    assert salt.is_file() and salt.stat().st_mode & 0o077 == 0  # the default site salt: created, private
