@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pad-value", type=float, help="value outside the volume (default: the volume's minimum)")
     parser.add_argument("--fill-nonfinite", type=float, metavar="VALUE",
                         help="replace NaN/Inf voxels of the volumes by VALUE (default: NaN/Inf is an error)")
+    parser.add_argument("--modality", type=str.upper, choices=("CT", "MRI"), default="CT",
+                        help="CT (default): each volume must be in Hounsfield units; MRI: no intensity check")
     parser.add_argument("--class-column", default="class", help="CSV column of the class (default class)")
     parser.add_argument("--split", type=float, nargs=3, default=DEFAULT_SPLIT, metavar=("TRAIN", "VAL", "TEST"),
                         help="shares of patients (default 0.7 0.1 0.2)")
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     for candidate in candidates:
         by_series.setdefault(candidate.seriesuid, []).append(candidate)
     options = dict(patch_size=args.patch_size, spacing=args.spacing, pad_value=args.pad_value, overwrite=args.overwrite,
-                   root=args.volumes, label_root=args.labels, fill_nonfinite=args.fill_nonfinite)
+                   root=args.volumes, label_root=args.labels, fill_nonfinite=args.fill_nonfinite,
+                   modality=args.modality)
     tasks = []
     for series, group in by_series.items():
         if masks is not None and series not in masks:

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from medssl3d.atomic import atomic_path
 from medssl3d.errors import InputError
+from medssl3d.transforms.checks import hu_problem
 
 from .datalist import scan_images
 from .volume import read_volume
@@ -213,14 +214,20 @@ def extract_series(
     root: str | os.PathLike | None = None,
     label_root: str | os.PathLike | None = None,
     fill_nonfinite: float | None = None,
+    modality: str | None = "CT",
 ) -> list[dict]:
     """Write the patches of one volume's candidates to ``out_dir/patches/`` (and mask patches of
     ``label_volume`` to ``out_dir/labels/``); return their :func:`candidate_item` items.
 
-    ``root`` / ``label_root``: the folders messages name the volume and mask relative to.
+    ``root`` / ``label_root``: the folders messages name the volume and mask relative to. With ``modality``
+    CT the whole volume must be plausibly in Hounsfield units (:func:`medssl3d.transforms.hu_problem`; a
+    patch alone cannot be judged: one inside a mass holds no air).
     """
     out_dir = Path(out_dir)
     image, _ = read_volume(volume, shown_path(volume, root), fill_nonfinite)
+    problem = hu_problem(sitk.GetArrayViewFromImage(image)) if modality == "CT" else None
+    if problem:
+        raise InputError(f"'{shown_path(volume, root)}': {problem}")
     if pad_value is None:
         pad_value = float(sitk.GetArrayViewFromImage(image).min())
     mask = None
