@@ -28,9 +28,9 @@ def _inputs(engine: Engine, batch: Sequence) -> tuple[list[torch.Tensor], list[d
     items = flatten_items(batch)
     device = engine.state.device
     images = [item["image"].to(device) for item in items]
-    targets = [
-        {"box": torch.as_tensor(item["box"], dtype=torch.float32, device=device).reshape(-1, 2 * (image.ndim - 1)),
-         "label": torch.as_tensor(item["label"], dtype=torch.long, device=device).reshape(-1)}
+    targets = [  # inference items may come without boxes
+        {"box": torch.as_tensor(item.get("box", ()), dtype=torch.float32, device=device).reshape(-1, 2 * (image.ndim - 1)),
+         "label": torch.as_tensor(item.get("label", ()), dtype=torch.long, device=device).reshape(-1)}
         for item, image in zip(items, images)
     ]
     return images, targets
@@ -55,11 +55,14 @@ def detection_train_iteration(engine: Engine, batch: Sequence) -> dict[str, torc
 
 
 def detection_eval_iteration(engine: Engine, batch: Sequence) -> dict[str, list]:
-    """Detections of every image (with the detector's sliding-window inferer where one is set)."""
+    """Detections of every image, the network run by the evaluator's ``inferer`` (MONAI's
+    ``predict_with_inferer``: a ``SlidingWindowInferer`` runs whole scans patch by patch)."""
     images, targets = _inputs(engine, batch)
-    engine.network.eval()
+    detector = getattr(engine.network, "module", engine.network)  # a DistributedDataParallel wrapper looked through
+    detector.eval()
     with torch.no_grad(), torch.autocast(engine.state.device.type, enabled=bool(engine.amp)):
-        predictions = engine.network(images, use_inferer=engine.network.inferer is not None)
+        detector.inferer = engine.inferer  # the evaluator's: SimpleInferer (whole image) or SlidingWindowInferer
+        predictions = detector(images, use_inferer=True)
     predictions = [{key: value.float() if value.is_floating_point() else value for key, value in p.items()}
                    for p in predictions]
     return {"pred": predictions, "label": targets, "image": images}

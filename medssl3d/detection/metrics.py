@@ -3,7 +3,7 @@
 * COCO: MONAI's ``matching_batch`` + ``COCOMetric`` over the IoU range ``coco_iou_range`` (start, stop, step;
   2D radiographs: 0.50:0.95 and AP at 0.50 as the COCO/seed reports; 3D nodules: 0.10 as MONAI's LUNA16
   bundle). Keys: MONAI's (``mAP_IoU_0.50_0.95_0.05_MaxDet_100``, ``AP_IoU_0.50_MaxDet_100``, ``mAR_...``) and
-  the short aliases ``mAP`` and ``mAR`` (over the range, at the largest ``max_detections``).
+  the short aliases ``mAP`` and ``mAR`` (over the range) and ``AP_50`` (per IoU of ``coco_iou_list``).
 * FROC (Setio et al., LUNA16, MedIA 2017): a detection hits a reference box when its centre lies within the
   box's radius (half its mean side) of the box centre, LUNA16's criterion; each reference counts once (its
   best-scoring hit), further hits on it are neither true nor false positives. ``sensitivity_at_<f>fp``:
@@ -80,6 +80,8 @@ def detection_metrics(
     results = {key: float(value) for key, value in coco(matches)[0].items()}
     suffix = f"IoU_{coco_iou_range[0]:.2f}_{coco_iou_range[1]:.2f}_{coco_iou_range[2]:.2f}_MaxDet_{max_detections}"
     results["mAP"], results["mAR"] = results[f"mAP_{suffix}"], results[f"mAR_{suffix}"]
+    for iou in coco_iou_list:
+        results[f"AP_{round(100 * iou)}"] = results[f"AP_IoU_{iou:.2f}_MaxDet_{max_detections}"]
     true_scores, false_scores = [], []
     for boxes, scores, gt in zip(pred_boxes, pred_scores, gt_boxes):
         hits, misses = froc_hits(boxes, scores, gt)
@@ -98,13 +100,14 @@ def detection_metrics(
 
 
 class DetectionMetric(Metric):
-    """Ignite metric over an evaluation run: one key of :func:`detection_metrics` (``mAP``, ``froc``, ...).
+    """Ignite metric over an evaluation run: one key of :func:`detection_metrics` (``mAP``, ``froc``, ...), or
+    with ``key=None`` all of them (ignite then stores each under its own name; not usable as a key metric).
 
     The engine output must hold ``pred`` and ``label``: lists of per-image prediction and reference dicts
     (:func:`medssl3d.detection.engine.detection_eval_iteration` writes them).
     """
 
-    def __init__(self, key: str = "mAP", class_names: Sequence[str] = ("nodule",),
+    def __init__(self, key: str | None = "mAP", class_names: Sequence[str] = ("nodule",),
                  coco_iou_range: Sequence[float] = (0.5, 0.95, 0.05), coco_iou_list: Sequence[float] = (0.5,),
                  max_detections: int = 100, output_transform: Callable = lambda output: output) -> None:
         self.key, self.class_names = key, list(class_names)
@@ -116,12 +119,17 @@ class DetectionMetric(Metric):
         self._predictions: list[dict] = []
         self._references: list[dict] = []
 
-    def update(self, output: dict) -> None:
-        self._predictions += [{k: _numpy(v) for k, v in p.items()} for p in output["pred"]]
-        self._references += [{k: _numpy(v) for k, v in r.items()} for r in output["label"]]
+    required_output_keys = ("pred", "label")  # ignite passes (output["pred"], output["label"]) to update
 
-    def compute(self) -> float:
+    def update(self, output: tuple[list[dict], list[dict]]) -> None:
+        predictions, references = output
+        self._predictions += [{k: _numpy(v) for k, v in p.items()} for p in predictions]
+        self._references += [{k: _numpy(v) for k, v in r.items()} for r in references]
+
+    def compute(self) -> float | dict[str, float]:
         results = detection_metrics(self._predictions, self._references, self.class_names, **self.settings)
+        if self.key is None:
+            return results
         if self.key not in results:
             raise ValueError(f"DetectionMetric: unknown key {self.key!r}; available: {', '.join(results)}.")
         return results[self.key]

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from ignite.engine import Engine, Events
-from monai.apps.detection.transforms.dictionary import AffineBoxToWorldCoordinated, ConvertBoxModed
+from monai.apps.detection.transforms.dictionary import ConvertBoxModed
 
 from medssl3d.atomic import atomic_path, write_json_atomic
 
 from .boxes import image_id
+from .transforms import BoxToWorldCoordinated
 
 __all__ = ["DetectionWriter"]
 
@@ -57,7 +58,7 @@ class DetectionWriter:
         for prediction, image in zip(engine.state.output["pred"], engine.state.output["image"]):
             dims = self.dims = image.ndim - 1
             keep = prediction["label_scores"].cpu().numpy() >= self.min_score
-            world = AffineBoxToWorldCoordinated("box", "image", affine_lps_to_ras=dims == 3)(
+            world = BoxToWorldCoordinated("box", "image", affine_lps_to_ras=dims == 3)(
                 {"box": prediction["box"].cpu().numpy()[keep], "image": image})
             if dims == 3:  # cccwhd: centre and sides in mm
                 world = ConvertBoxModed("box", src_mode="xyzxyz", dst_mode="cccwhd")(world)
