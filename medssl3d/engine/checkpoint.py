@@ -3,14 +3,21 @@
 A checkpoint is one ``torch.save`` file holding plain tensors, numbers, strings, lists and dicts only, so it
 loads with ``torch.load(weights_only=True)`` (no code runs while reading it):
 
-``{"format", "method", "encoder", "iteration", "epoch", "epoch_length", "model", "optimizer", "scheduler",
-"scaler", "grads", "rng", "epoch_rng"}`` -- ``method``/``encoder`` name the method class and encoder
-architecture (a resume with another one is refused), ``model`` is the method's ``state_dict`` (target encoders
+``{"format", "method", "encoder", "settings", "iteration", "epoch", "epoch_length", "model", "optimizer",
+"scheduler", "scaler", "grads", "rng", "epoch_rng"}`` -- ``method``/``encoder`` name the method class and encoder
+architecture (a resume with another one is refused), ``settings`` the run's settings (a bundle's
+``run_settings``: method, lr, batch size, crop, spacing, window, seed ...; a resume lists those that changed,
+see :func:`resume_message`), ``model`` is the method's ``state_dict`` (target encoders
 and queues of MoCo/BYOL are submodules/buffers, so they are in it), ``grads`` the gradients of an unfinished
 accumulation window (``None`` otherwise), ``rng`` the Python/NumPy/torch/CUDA generators, the data loader's
 generator and the ``RandomState`` of every random transform of its dataset at the checkpoint, ``epoch_rng``
 the same at the start of the current epoch (used to replay the epoch's data order, see
 :class:`medssl3d.engine.trainer.SSLTrainer`).
+
+Periodic checkpoints are ``checkpoint_<iteration>.pt``; ``checkpoint_last.pt`` is a hard link to the newest (or
+its own file, written at the end of training). Only the newest ``keep_last`` periodic ones are kept
+(:func:`save_periodic`; a bundle's ``keep_last_checkpoints``): each full state of a ResNet-18 method is about
+0.5 GB. Resume reads the newest file (:func:`newest_checkpoint`).
 
 Under DDP only rank 0 writes; every rank reads ``checkpoint_last.pt`` on resume, after checking that all of
 them see the same file (the output folder must be shared by all nodes).
@@ -25,10 +32,12 @@ the ``.partial`` left by a kill are removed when training starts again.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 import shutil
+import sys
 import tempfile
 import types
 import warnings
@@ -50,11 +59,19 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "TrainingCheckpoint",
     "capture_rng_state",
+    "announce",
+    "check_keep_last",
     "is_main_process",
+    "keep_newest",
     "load_checkpoint",
+    "newest_checkpoint",
+    "plain_settings",
     "remove_partial_files",
     "restore_rng_state",
+    "resume_message",
     "safe_torch_load",
+    "save_periodic",
+    "settings_differences",
     "torch_save_atomic",
     "transform_random_states",
 ]
@@ -99,6 +116,132 @@ def remove_partial_files(directory: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def check_keep_last(keep_last: Any, name: str) -> int | None:
+    """``keep_last`` as an int >= 0 or ``None`` (keep all); a ValueError naming ``name`` otherwise."""
+    if keep_last is None or (isinstance(keep_last, str) and keep_last.strip().lower() in ("null", "none")):
+        return None
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        raise ValueError(f"{name} must be an int >= 0 (0: only checkpoint_last.pt) or null (keep all), "
+                         f"got {keep_last!r}.")
+    return keep_last
+
+
+def keep_newest(directory: Path, pattern: str, keep_last: int | None) -> list[Path]:
+    """Delete the files of ``directory`` matching ``pattern`` except the ``keep_last`` newest (by name, which
+    holds the zero-padded iteration); ``None`` keeps all. Returns the deleted files."""
+    if keep_last is None:
+        return []
+    files = sorted(directory.glob(pattern))
+    old = files[: max(len(files) - keep_last, 0)]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def save_periodic(state: dict, directory: str | os.PathLike, iteration: int, keep_last: int | None) -> Path:
+    """Write ``state`` to ``<directory>/checkpoint_<iteration>.pt``, make ``checkpoint_last.pt`` a hard link to it
+    (a copy where links are refused) and keep the ``keep_last`` newest periodic checkpoints (``None``: all;
+    0: only ``checkpoint_last.pt``). Every step is atomic; a kill between them leaves the newest state in one
+    of the two files, which :func:`newest_checkpoint` finds."""
+    directory = Path(directory)
+    path = torch_save_atomic(state, directory / f"checkpoint_{iteration:08d}.pt")
+    with _partial_path(directory / "checkpoint_last.pt") as temporary:  # a hard link costs no second write
+        temporary.unlink()
+        try:
+            os.link(path, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+    keep_newest(directory, "checkpoint_[0-9]*.pt", keep_last)
+    return path
+
+
+def newest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """``checkpoint_last.pt``, or the newest periodic checkpoint where it was written after it (a kill between
+    writing ``checkpoint_<n>.pt`` and linking ``checkpoint_last.pt`` leaves the newest state only there);
+    ``None`` when there is neither."""
+    directory = Path(directory)
+    candidates = sorted(directory.glob("checkpoint_[0-9]*.pt"))[-1:]
+    last = directory / "checkpoint_last.pt"
+    if last.is_file():
+        candidates.insert(0, last)  # first: wins a tie (a hard link shares its target's time)
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def plain_settings(settings: Any) -> Any:
+    """``settings`` as plain lists, dicts, strings and numbers (what ``weights_only`` loading accepts and
+    comparison needs): tuples become lists, other objects (a ``torch.device``, a path) their ``str``."""
+    if settings is None or isinstance(settings, (bool, int, float, str)):
+        return settings
+    if isinstance(settings, dict):
+        return {str(key): plain_settings(value) for key, value in settings.items()}
+    if isinstance(settings, (list, tuple)):
+        return [plain_settings(value) for value in settings]
+    if isinstance(settings, (np.generic, torch.Tensor)) and np.size(settings) == 1:
+        return settings.item()
+    return str(settings)
+
+
+def _flat(settings: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_ABSENT = object()
+
+
+def settings_differences(saved: dict, now: dict) -> list[str]:
+    """``"<key> <saved> -> <now>"`` for each setting that differs (nested keys dotted, ``absent`` where a side
+    lacks the key), in the order of ``now`` then the keys only ``saved`` has."""
+    old, new = _flat(plain_settings(saved)), _flat(plain_settings(now))
+
+    def shown(value: Any) -> str:
+        return "absent" if value is _ABSENT else repr(value)
+
+    keys = [*new, *(key for key in old if key not in new)]
+    return [f"{key} {shown(old.get(key, _ABSENT))} -> {shown(new.get(key, _ABSENT))}"
+            for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+
+
+def resume_message(path: str | os.PathLike, iteration: int, saved: dict | None, now: dict | None) -> str:
+    """``resumed from <path> at iteration <n>`` and, when this run has settings, how they compare with the
+    checkpoint's: ``; settings changed since the checkpoint: lr 0.001 -> 0.01, ...`` (the new values apply from
+    here on), ``; same settings as the checkpoint`` or that the checkpoint recorded none."""
+    text = f"resumed from {path} at iteration {iteration}"
+    if now is None:
+        return text
+    if saved is None:
+        return f"{text}; the checkpoint records no settings to compare with this run's"
+    changed = settings_differences(saved, now)
+    if not changed:
+        return f"{text}; same settings as the checkpoint"
+    return f"{text}; settings changed since the checkpoint (the new values apply from here on): {', '.join(changed)}"
+
+
+def _logs_to_stdout(logger: logging.Logger) -> bool:
+    """Whether an INFO record of ``logger`` reaches a handler writing to ``sys.stdout`` (a bundle's logging.conf)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout
+               and handler.level <= logging.INFO for handler in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+def announce(logger: logging.Logger, text: str) -> None:
+    """``text`` to ``logger`` at INFO and to stdout (printed unless the logger already writes there)."""
+    logger.info(text)
+    if not _logs_to_stdout(logger):
+        print(text, flush=True)
 
 
 def safe_torch_load(path: str | os.PathLike, what: str, advice: str) -> Any:
@@ -260,11 +403,14 @@ class TrainingCheckpoint:
         method: the trained module (its ``state_dict`` is saved).
         optimizer, scheduler, scaler: saved and restored with it (``scheduler``/``scaler`` may be ``None``).
         every: iterations between periodic checkpoints.
-        n_saved: periodic checkpoints to keep (oldest deleted first); ``None`` keeps all.
-        resume: load ``checkpoint_last.pt`` when the engine starts, if it exists.
+        n_saved: periodic checkpoints to keep (oldest deleted first; 0: only ``checkpoint_last.pt``); ``None``
+            keeps all.
+        resume: load the newest checkpoint when the engine starts, if there is one (announced, with the
+            settings that changed, by :func:`resume_message`).
         grad_accumulation: the step's accumulation window; gradients of an unfinished window are saved.
         data_loader: the training loader, whose generator and transform random states are saved with the
             other RNGs (see :func:`capture_rng_state`), if any.
+        settings: the run's settings (plain values), stored in each checkpoint and compared on resume.
     """
 
     def __init__(
@@ -279,14 +425,14 @@ class TrainingCheckpoint:
         resume: bool = True,
         grad_accumulation: int = 1,
         data_loader: Iterable | None = None,
+        settings: dict | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"TrainingCheckpoint: every must be a positive int, got {every!r}.")
-        if n_saved is not None and (not isinstance(n_saved, int) or n_saved < 1):
-            raise ValueError(f"TrainingCheckpoint: n_saved must be a positive int or None, got {n_saved!r}.")
         self.directory = Path(directory)
         self.method, self.optimizer, self.scheduler, self.scaler = method, optimizer, scheduler, scaler
-        self.every, self.n_saved, self.resume = every, n_saved, resume
+        self.every, self.n_saved, self.resume = every, check_keep_last(n_saved, "TrainingCheckpoint: n_saved"), resume
+        self.settings = plain_settings(settings)
         self.grad_accumulation = grad_accumulation
         self.data_loader = data_loader
         self._saved_iteration: int | None = None
@@ -309,6 +455,7 @@ class TrainingCheckpoint:
         return {
             "format": CHECKPOINT_FORMAT,
             **_identity(self.method),
+            "settings": self.settings,
             "iteration": state.iteration,
             "epoch": state.epoch,
             "epoch_length": state.epoch_length,
@@ -323,20 +470,10 @@ class TrainingCheckpoint:
 
     def save(self, engine: Engine) -> None:
         """Write the periodic checkpoint, point ``checkpoint_last.pt`` at it, drop the oldest beyond ``n_saved``
-        (rank 0 only)."""
+        (rank 0 only; :func:`save_periodic`)."""
         self._saved_iteration = engine.state.iteration
-        if not is_main_process():
-            return
-        path = torch_save_atomic(self.state_dict(engine), self.path_for(engine.state.iteration))
-        with _partial_path(self.last_path) as temporary:  # a hard link costs no second write; copy where refused
-            temporary.unlink()
-            try:
-                os.link(path, temporary)
-            except OSError:
-                shutil.copyfile(path, temporary)
-        if self.n_saved is not None:
-            for old in sorted(self.directory.glob("checkpoint_[0-9]*.pt"))[: -self.n_saved]:
-                old.unlink()
+        if is_main_process():
+            save_periodic(self.state_dict(engine), self.directory, engine.state.iteration, self.n_saved)
 
     def save_last(self, engine: Engine) -> None:
         """Write ``checkpoint_last.pt`` unless the periodic save of this iteration already did (rank 0 only)."""
@@ -353,14 +490,10 @@ class TrainingCheckpoint:
             self.load(engine)
 
     def resume_path(self) -> Path | None:
-        """The checkpoint to resume from: ``checkpoint_last.pt``, or a periodic checkpoint written after it (a kill
-        between writing ``checkpoint_<n>.pt`` and linking ``checkpoint_last.pt`` to it leaves the newest state
-        only there); ``None`` when there is none. Under DDP a collective (so also a barrier) that makes sure
-        every rank picks the same file, since each of them reads it."""
-        candidates = sorted(self.directory.glob("checkpoint_[0-9]*.pt"))[-1:]
-        if self.last_path.is_file():
-            candidates.insert(0, self.last_path)  # first: wins a tie (a hard link shares its target's time)
-        path = max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+        """The checkpoint to resume from (:func:`newest_checkpoint`); ``None`` when there is none. Under DDP a
+        collective (so also a barrier) that makes sure every rank picks the same file, since each of them
+        reads it."""
+        path = newest_checkpoint(self.directory)
         _, world_size = rank_and_world_size()
         if world_size == 1:
             return path
@@ -414,4 +547,5 @@ class TrainingCheckpoint:
         engine.state.iteration = data["iteration"]
         engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
         self._saved_iteration = data["iteration"]
-        engine.logger.info(f"Resumed from '{path}' at iteration {data['iteration']}.")
+        if is_main_process():
+            announce(engine.logger, resume_message(path, data["iteration"], data.get("settings"), self.settings))

@@ -29,7 +29,14 @@ from ignite.engine import Engine, Events
 
 from medssl3d.networks import Encoder, build_encoder
 
-from .checkpoint import is_main_process, remove_partial_files, safe_torch_load, torch_save_atomic
+from .checkpoint import (
+    check_keep_last,
+    is_main_process,
+    keep_newest,
+    remove_partial_files,
+    safe_torch_load,
+    torch_save_atomic,
+)
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -146,15 +153,17 @@ def load_encoder_export(
 class EncoderExport:
     """Ignite handler exporting ``method.encoder`` to ``encoder_<iteration>.pt`` every ``every`` iterations and
     to ``encoder.pt`` when training completes (DDP rank 0 only; at the start it removes the ``.partial`` files a
-    killed export left). ``metadata``: :data:`INPUT_KEYS` (``method`` defaults to the method's class name)."""
+    killed export left). ``metadata``: :data:`INPUT_KEYS` (``method`` defaults to the method's class name).
+    ``keep_last``: periodic exports kept, oldest deleted first (0: only ``encoder.pt``; ``None``: all)."""
 
     def __init__(self, directory: str | os.PathLike, method: torch.nn.Module, every: int = 1000,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, keep_last: int | None = None) -> None:
         if not isinstance(getattr(method, "encoder", None), Encoder):
             raise ValueError(f"EncoderExport: method {type(method).__name__} has no medssl3d Encoder at .encoder.")
         self.directory = Path(directory)
         self.method = method
         self.every = every
+        self.keep_last = check_keep_last(keep_last, "EncoderExport: keep_last")
         self.metadata = {"method": type(method).__name__, **(metadata or {})}
         unknown = sorted(set(self.metadata) - set(INPUT_KEYS))
         if unknown:  # checked here so a typo in a bundle fails before training, not at the first export
@@ -174,6 +183,7 @@ class EncoderExport:
     def export_periodic(self, engine: Engine) -> None:
         export_encoder(self.method.encoder, self.directory / f"encoder_{engine.state.iteration:08d}.pt",
                        **self.metadata)
+        keep_newest(self.directory, "encoder_[0-9]*.pt", self.keep_last)
 
     def export_final(self, engine: Engine) -> None:
         export_encoder(self.method.encoder, self.directory / "encoder.pt", **self.metadata)

@@ -1,7 +1,10 @@
 """Kill-safe resume for the fine-tuning bundles, which train with MONAI's ``SupervisedTrainer``.
 
-:class:`SupervisedResume` writes ``<directory>/checkpoint_last.pt`` every ``every`` iterations and at the end, and
-restores it when training starts again. Checkpoints are taken mid-epoch too, and the resumed run replays the
+:class:`SupervisedResume` writes ``<directory>/checkpoint_<iteration>.pt`` every ``every`` iterations with
+``checkpoint_last.pt`` a hard link to it (:func:`~medssl3d.engine.checkpoint.save_periodic`, keeping the newest
+``n_saved``: a bundle's ``keep_last_checkpoints``), ``checkpoint_last.pt`` again at the end, and restores the
+newest of them when training starts again, printing ``resumed from <file> at iteration <n>`` and the run settings
+that changed since it was written. Checkpoints are taken mid-epoch too, and the resumed run replays the
 interrupted data iterator (the :class:`medssl3d.engine.trainer.SSLTrainer` idea, done here with ignite events
 because ``SupervisedTrainer`` cannot be subclassed from a bundle): when ignite creates a data iterator (the first
 epoch's, or a new one after ``DATALOADER_STOP_ITERATION``) all RNGs are snapshotted (:func:`capture_rng_state`:
@@ -18,8 +21,8 @@ schedule step of that epoch (so attach this handler after ``ValidationHandler``/
 resumed run starts the next epoch exactly where the interrupted one would have. Not restored: the running
 training metric of an interrupted epoch (it then covers the batches after the resume only).
 
-File content (``weights_only`` loadable): ``{"format", "iteration", "epoch_length", "network", "optimizer",
-"scheduler", "scaler", "rng", "iterator_rng", "iterator_batches", "validator", "best_model"}``. Only DDP rank 0
+File content (``weights_only`` loadable): ``{"format", "settings", "iteration", "epoch_length", "network",
+"optimizer", "scheduler", "scaler", "rng", "iterator_rng", "iterator_batches", "validator", "best_model"}``. Only DDP rank 0
 writes; every rank reads it (the output folder must be shared).
 """
 
@@ -33,11 +36,17 @@ import torch
 from ignite.engine import Engine, Events
 
 from .checkpoint import (
+    announce,
     capture_rng_state,
+    check_keep_last,
     is_main_process,
+    newest_checkpoint,
+    plain_settings,
     remove_partial_files,
     restore_rng_state,
+    resume_message,
     safe_torch_load,
+    save_periodic,
     torch_save_atomic,
 )
 from .trainer import parse_flag
@@ -49,18 +58,21 @@ _ADVICE = "Delete it, or train with --resume false or another output_dir."
 
 
 class SupervisedResume:
-    """Ignite handler: full training state to ``<directory>/checkpoint_last.pt`` and exact resume from it.
+    """Ignite handler: full training state to ``<directory>/checkpoint_*.pt`` and exact resume from the newest.
 
     Args:
-        directory: folder of ``checkpoint_last.pt`` (bundles: ``<output_dir>/checkpoints``).
+        directory: folder of the checkpoints (bundles: ``<output_dir>/checkpoints``).
         network, optimizer: the trained network and its optimiser.
         lr_scheduler: saved/restored with them, if given.
         every: iterations between checkpoints (plus one at the end of training).
-        resume: restore ``checkpoint_last.pt`` at ``STARTED`` when it exists; ``False`` starts over (the file is
-            overwritten by the next checkpoint).
+        resume: restore the newest checkpoint at ``STARTED`` when there is one; ``False`` starts over (the files
+            are replaced by the next checkpoints).
         validator: the validation evaluator, whose ``best_metric``/``best_metric_epoch`` are kept.
         best_model_saver: the validator's key-metric ``CheckpointSaver`` (``model.pt``), whose list of the best
             scores is kept, so a resumed run does not replace the best model by a worse one.
+        n_saved: periodic ``checkpoint_<iteration>.pt`` kept, oldest deleted first (0: only ``checkpoint_last.pt``;
+            ``None``: all).
+        settings: the run's settings (a bundle's ``run_settings``), stored in each checkpoint and compared on resume.
 
     The engine's ``scaler`` (AMP) and data loader are taken from the engine.
     """
@@ -75,6 +87,8 @@ class SupervisedResume:
         resume: bool | str = True,
         validator: Engine | None = None,
         best_model_saver: Any = None,
+        n_saved: int | None = 2,
+        settings: dict | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"SupervisedResume: every must be a positive int, got {every!r}.")
@@ -82,6 +96,8 @@ class SupervisedResume:
         self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
         self.every, self.resume = every, parse_flag(resume, "SupervisedResume: resume")
         self.validator, self.best_model_saver = validator, best_model_saver
+        self.n_saved = check_keep_last(n_saved, "SupervisedResume: n_saved")
+        self.settings = plain_settings(settings)
         self._iterator_rng: dict | None = None  # RNGs when the current data iterator was created
         self._iterator_start = 0  # engine iteration at that moment
         self._replay: dict | None = None  # loaded checkpoint whose data iterator the next epoch start rebuilds
@@ -125,17 +141,18 @@ class SupervisedResume:
     # ---- saving -----------------------------------------------------------------------------------------------
     def _iteration_completed(self, engine: Engine) -> None:
         if engine.state.iteration % engine.state.epoch_length:  # epoch ends are saved after the epoch's handlers
-            self.save(engine)
+            self.save(engine, periodic=True)
 
     def _epoch_completed(self, engine: Engine) -> None:
         if engine.state.iteration % self.every == 0:
-            self.save(engine)
+            self.save(engine, periodic=True)
 
     def state_dict(self, engine: Engine) -> dict:
         scaler = getattr(engine, "scaler", None)
         saver = getattr(self.best_model_saver, "_key_metric_checkpoint", None)  # MONAI keeps ignite's Checkpoint here
         return {
             "format": SUPERVISED_CHECKPOINT_FORMAT,
+            "settings": self.settings,
             "iteration": engine.state.iteration,
             "epoch_length": engine.state.epoch_length,
             "network": self.network.state_dict(),
@@ -151,24 +168,29 @@ class SupervisedResume:
             "best_model": None if saver is None else [[float(p), str(f)] for p, f in saver.state_dict()["_saved"]],
         }
 
-    def save(self, engine: Engine) -> None:
-        """Write ``checkpoint_last.pt`` atomically (rank 0), once per iteration."""
+    def save(self, engine: Engine, periodic: bool = False) -> None:
+        """Write ``checkpoint_<iteration>.pt`` + ``checkpoint_last.pt`` (``periodic``) or ``checkpoint_last.pt``
+        alone, atomically (rank 0), once per iteration."""
         if self._saved_iteration == engine.state.iteration:
             return
         self._saved_iteration = engine.state.iteration
-        if is_main_process():
+        if is_main_process() and periodic:
+            save_periodic(self.state_dict(engine), self.directory, engine.state.iteration, self.n_saved)
+        elif is_main_process():
             torch_save_atomic(self.state_dict(engine), self.path)
 
     # ---- resuming ---------------------------------------------------------------------------------------------
     def start(self, engine: Engine) -> None:
-        """Remove what killed writers left (rank 0) and, with ``resume``, restore ``checkpoint_last.pt``."""
+        """Remove what killed writers left (rank 0) and, with ``resume``, restore the newest checkpoint."""
         if is_main_process() and self.directory.is_dir():
             remove_partial_files(self.directory)
-        if self.resume and self.path.is_file():
-            self.load(engine)
+        path = newest_checkpoint(self.directory) if self.resume else None
+        if path is not None:
+            self.load(engine, path)
 
-    def load(self, engine: Engine) -> None:
-        path = self.path
+    def load(self, engine: Engine, path: Path | None = None) -> None:
+        """Restore the checkpoint ``path`` (default ``checkpoint_last.pt``) and announce the resume."""
+        path = self.path if path is None else Path(path)
         data = safe_torch_load(path, "Fine-tuning checkpoint", _ADVICE)
         if not isinstance(data, dict) or data.get("format") != SUPERVISED_CHECKPOINT_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
@@ -198,4 +220,5 @@ class SupervisedResume:
         engine.state.iteration = data["iteration"]
         engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
         self._replay, self._saved_iteration = data, data["iteration"]
-        engine.logger.info(f"Resumed from '{path}' at iteration {data['iteration']}.")
+        if is_main_process():
+            announce(engine.logger, resume_message(path, data["iteration"], data.get("settings"), self.settings))

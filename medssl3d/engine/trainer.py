@@ -32,7 +32,7 @@ import torch
 from monai.engines import Trainer
 from torch import nn
 
-from .checkpoint import TrainingCheckpoint, capture_rng_state, restore_rng_state
+from .checkpoint import TrainingCheckpoint, capture_rng_state, check_keep_last, restore_rng_state
 from .ema import MomentumUpdate
 from .export import EncoderExport
 from .knn_validation import OnlineKNNValidation
@@ -171,8 +171,9 @@ def build_trainer(
     amp_dtype: torch.dtype = torch.float16,
     grad_accumulation: int = 1,
     checkpoint_every: int = 1000,
-    n_saved: int | None = None,
+    keep_last_checkpoints: int | None = 2,
     resume: bool = True,
+    settings: dict | None = None,
     export_metadata: dict | None = None,
     momentum_base: float | None = None,
     momentum_final: float = 1.0,
@@ -191,7 +192,9 @@ def build_trainer(
     Output folder: ``checkpoints/checkpoint_<iteration>.pt`` + ``checkpoints/checkpoint_last.pt`` (full
     state, every ``checkpoint_every`` iterations and at the end; resumed from when ``resume``),
     ``encoder_<iteration>.pt`` + ``encoder.pt`` (encoder exports with ``export_metadata``, see
-    :mod:`medssl3d.engine.export`) and ``tensorboard/``, written by DDP rank 0 only.
+    :mod:`medssl3d.engine.export`) and ``tensorboard/``, written by DDP rank 0 only. Only the newest
+    ``keep_last_checkpoints`` periodic checkpoints and periodic encoder exports are kept (0: none but
+    ``checkpoint_last.pt`` and ``encoder.pt``; ``None``: all).
 
     Args:
         method: module mapping a batch dict to ``{"loss": ..., "loss/<part>": ...}`` with an ``.encoder``;
@@ -202,6 +205,8 @@ def build_trainer(
         scheduler: LR scheduler stepped once per optimiser step, e.g.
             :func:`medssl3d.engine.optim.warmup_cosine_schedule` over ``total_iterations // grad_accumulation``.
         amp, amp_dtype, grad_accumulation: see :class:`~medssl3d.engine.step.SSLStep`.
+        settings: the run's settings (a bundle's ``run_settings``: plain values), stored in every checkpoint; a
+            resumed run prints ``resumed from <file> at iteration <n>`` and the settings that changed.
         momentum_base, momentum_final: momentum schedule for methods with ``momentum_update`` (MoCo, BYOL);
             ignored for other methods.
         log_every: iterations between TensorBoard scalars.
@@ -229,6 +234,7 @@ def build_trainer(
         train#trainer#knn_every: 500
     """
     resume = parse_flag(resume, "build_trainer: resume")
+    keep_last_checkpoints = check_keep_last(keep_last_checkpoints, "build_trainer: keep_last_checkpoints")
     progress_bar = parse_flag(progress_bar, "build_trainer: progress_bar")
     output_dir = Path(output_dir)
     wrapper = method
@@ -245,8 +251,8 @@ def build_trainer(
         )
     attached = [
         TrainingCheckpoint(output_dir / "checkpoints", method, optimizer, scheduler, step.scaler, checkpoint_every,
-                           n_saved, resume, grad_accumulation, train_loader),
-        EncoderExport(output_dir, method, checkpoint_every, export_metadata),
+                           keep_last_checkpoints, resume, grad_accumulation, train_loader, settings),
+        EncoderExport(output_dir, method, checkpoint_every, export_metadata, keep_last_checkpoints),
         TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, log_every, spread_key, spread_every,
                         progress_bar, method, image_every, knn=knn),
     ]
