@@ -12,7 +12,18 @@ JSON keys (each a list of items that ``monai.data.load_decathlon_datalist(path, 
 
 Item keys: ``image`` (and ``label``, a mask) as paths relative to the JSON's folder, ``class`` (an integer;
 see the JSON's ``classes``) where labels exist, ``patient_id``. Plus metadata: ``seed``, ``split``,
-``label_fractions``, ``classes``, ``numTraining`` ….
+``label_fractions``, ``classes``, ``numTraining`` …, ``modality`` (``CT``, ``MRI``, ``XRAY`` or ``HISTOLOGY``)
+where it is known, and ``preprocessing`` (what an offline step already applied, e.g. CLAHE) where recorded.
+
+Patients: splitting by image would put two series of one patient on both sides, so every image needs a
+patient from a source that can be trusted: a CSV ``patient_id`` column, a ``patient_regex`` over the file
+name, or the ``patient_group`` of the conversion sidecars (``<stem>.json`` beside each image, written by
+``dicom_to_nifti``). Without one, :func:`collect_items` refuses unless ``no_grouping`` states that every image
+is a different patient.
+
+Masks: the mask of image ``<stem>`` is the file in the masks folder named ``<stem>`` or ``<stem>`` followed by
+one of :data:`MASK_SUFFIXES` (``ct_01.nii.gz`` ↔ ``ct_01_seg.nii.gz``); two candidates for one image is an
+error.
 
 Stratification: patients of each class are shuffled (by ``seed``) and interleaved evenly into one order,
 so every contiguous run of it holds each class in proportion (±1 patient). The splits are consecutive runs
@@ -23,6 +34,7 @@ nested and stratified. A patient's class is the most frequent class among its im
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections import Counter
@@ -32,11 +44,14 @@ from pathlib import Path
 import numpy as np
 
 from medssl3d.atomic import write_json_atomic
+from medssl3d.errors import InputError
 
 __all__ = [
     "DEFAULT_LABEL_FRACTIONS",
     "DEFAULT_SPLIT",
     "IMAGE_SUFFIXES",
+    "MASK_SUFFIXES",
+    "MODALITIES",
     "build_datalist",
     "collect_items",
     "file_stem",
@@ -51,6 +66,10 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".jpg", ".
 SPLITS = ("training", "validation", "test")
 DEFAULT_SPLIT = (0.7, 0.1, 0.2)
 DEFAULT_LABEL_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MASK_SUFFIXES = ("_label", "_labels", "_seg", "_mask", "-label", "-labels", "-seg", "-mask")
+MODALITIES = ("CT", "MRI", "XRAY", "HISTOLOGY")
+DICOM_MODALITIES = {"CT": "CT", "MR": "MRI", "CR": "XRAY", "DX": "XRAY"}  # DICOM Modality → datalist modality
+PREPROCESSING_FILE = "preprocessing.json"  # written into an output folder by xray_to_png
 
 
 def file_stem(path: str | os.PathLike) -> str:
@@ -110,6 +129,97 @@ def _class_indices(values: Sequence[str]) -> dict[str, int]:
         return {value: index for index, value in enumerate(unique)}
 
 
+def _match_masks(images: dict[str, Path], masks: dict[str, Path], masks_dir, images_dir) -> dict[str, Path]:
+    """The mask of each image: stem, or stem + one of :data:`MASK_SUFFIXES`; exactly one candidate each."""
+    matched = {}
+    for stem, path in images.items():
+        candidates = [masks[name] for name in (stem, *(stem + s for s in MASK_SUFFIXES)) if name in masks]
+        if not candidates:
+            raise InputError(
+                f"{_shown(path, images_dir)}: no mask named '{stem}' or '{stem}_label/_seg/_mask' (also _labels, "
+                f"-label, -seg, -mask) in '{masks_dir}'."
+            )
+        if len(candidates) > 1:
+            names = " and ".join(f"'{_shown(c, masks_dir)}'" for c in candidates)
+            raise InputError(f"{_shown(path, images_dir)}: two candidate masks, {names}; keep one.")
+        matched[stem] = candidates[0]
+    return matched
+
+
+def _shown(path: Path, root) -> str:
+    """``path`` relative to ``root`` for messages (folder names can hold patient names)."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _sidecar(path: Path) -> dict | None:
+    """The conversion sidecar ``<stem>.json`` beside an image, or ``None``."""
+    sidecar = path.parent / f"{file_stem(path)}.json"
+    if not sidecar.is_file():
+        return None
+    try:
+        content = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{sidecar}: unreadable sidecar ({error}).") from None
+    return content if isinstance(content, dict) else None
+
+
+def _sidecar_groups(images: dict[str, Path], sidecars: dict[str, dict | None], images_dir) -> dict[str, str] | None:
+    """Patient of each image from the sidecars' ``patient_group``; ``None`` when no sidecar has one."""
+    keyed = {stem: car for stem, car in sidecars.items() if car is not None and "patient_group" in car}
+    if not keyed:
+        return None
+    for stem, path in images.items():
+        car = keyed.get(stem)
+        if car is None or not car.get("patient_group"):
+            why = "has no sidecar with a patient_group" if car is None else "has no PatientID (patient_group null)"
+            raise InputError(
+                f"{_shown(path, images_dir)}: {why}, while other images have one; convert it again with "
+                "dicom_to_nifti, give a --table with a patient_id column, or pass --no-grouping."
+            )
+    salts = {car.get("patient_group_salt_id") for car in keyed.values()}
+    if len(salts) > 1:
+        raise InputError(
+            f"{images_dir}: the sidecars' patient_group keys come from {len(salts)} different salts, so one patient "
+            "can have two keys; convert every series with the same --group-salt-file (or MEDSSL3D_GROUP_SALT)."
+        )
+    return {stem: str(car["patient_group"]) for stem, car in keyed.items()}
+
+
+def _known_modality(images: dict[str, Path], sidecars: dict[str, dict | None], images_dir) -> str | None:
+    """The modality every image's sidecar (or the folder's preprocessing.json) records, or ``None``."""
+    recorded = _folder_preprocessing(images_dir).get("modality")
+    if recorded in MODALITIES:
+        return recorded
+    found: dict[str, str] = {}
+    for stem, car in sidecars.items():
+        value = ((car or {}).get("acquisition") or {}).get("Modality")
+        modality = DICOM_MODALITIES.get(value) if isinstance(value, str) else None
+        if modality is None:
+            return None  # one image of unknown modality: the datalist's modality cannot be known
+        found.setdefault(modality, stem)
+    if len(found) > 1:
+        (first, a), (second, b) = list(found.items())[:2]
+        raise InputError(
+            f"{images_dir}: images of two modalities, {first} ('{_shown(images[a], images_dir)}') and {second} "
+            f"('{_shown(images[b], images_dir)}'); make one datalist per modality."
+        )
+    return next(iter(found), None)
+
+
+def _folder_preprocessing(images_dir) -> dict:
+    """What an offline step recorded in ``<images_dir>/preprocessing.json`` (e.g. xray_to_png's CLAHE)."""
+    path = Path(images_dir) / PREPROCESSING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: unreadable ({error}).") from None
+
+
 def collect_items(
     images_dir: str | os.PathLike,
     masks_dir: str | os.PathLike | None = None,
@@ -119,27 +229,44 @@ def collect_items(
     image_column: str = "image",
     patient_column: str = "patient_id",
     label_column: str = "label",
+    no_grouping: bool = False,
 ) -> tuple[list[dict], dict[int, str]]:
     """Build datalist items from a folder; return ``(items, classes)`` (``classes``: index → name, may be empty).
 
     Args:
         images_dir: images, searched recursively (:data:`IMAGE_SUFFIXES`).
-        masks_dir: masks matched to images by file stem (every image needs one) → item key ``label``.
+        masks_dir: masks matched to images by file stem, or stem + a :data:`MASK_SUFFIXES` suffix (every image
+            needs exactly one) → item key ``label``.
         table: CSV with an ``image_column`` (a file name or path, matched by stem) and, used where present, a
             ``patient_column`` and a ``label_column`` (integer or name) → item key ``class``. Rows without an
             image in the folder are ignored; an image without a row is an error.
         patient_regex: regex searched in each file name; the patient id is its group ``patient``, else its
-            first group, else the whole match. Default (and no CSV patient column): the file stem.
+            first group, else the whole match.
         relative_to: folder the paths are written relative to (the datalist's folder); default absolute.
+        no_grouping: every image is a different patient (its file stem). Without it, a patient source (CSV
+            column, regex, or the sidecars' ``patient_group``) is required.
     """
     images = scan_images(images_dir)
-    masks = scan_images(masks_dir) if masks_dir is not None else None
+    masks = _match_masks(images, scan_images(masks_dir), masks_dir, images_dir) if masks_dir is not None else None
     rows, has_patient, has_label = {}, False, False
     if table is not None:
         rows, has_patient, has_label = _read_table(Path(table), image_column, patient_column, label_column)
     if has_patient and patient_regex:
         raise ValueError(f"{table} has a '{patient_column}' column and a patient regex was given; use one of them.")
+    if no_grouping and (has_patient or patient_regex):
+        source = f"{table}'s '{patient_column}' column" if has_patient else "--patient-regex"
+        raise InputError(f"--no-grouping and {source} contradict each other; use one of them.")
     pattern = re.compile(patient_regex) if patient_regex else None
+    sidecars = {stem: _sidecar(path) for stem, path in images.items()}
+    groups = None if (has_patient or pattern or no_grouping) else _sidecar_groups(images, sidecars, images_dir)
+    if not (has_patient or pattern or no_grouping or groups):
+        raise InputError(
+            f"{images_dir}: no patient grouping: no sidecar with a patient_group (dicom_to_nifti writes them), no "
+            f"'{patient_column}' column{'' if table is None else f' in {table}'} and no --patient-regex. Splitting "
+            "by image would put images of one patient on both sides of a split; pass --patient-regex REGEX (patient "
+            "from the file name), a --table with a patient_id column, or --no-grouping if every image is a "
+            "different patient."
+        )
 
     def place(path: Path) -> str:
         if relative_to is None:
@@ -150,12 +277,10 @@ def collect_items(
     for stem, path in images.items():
         item = {"image": place(path)}
         if masks is not None:
-            if stem not in masks:
-                raise ValueError(f"{path}: no mask named '{stem}' in '{masks_dir}'.")
             item["label"] = place(masks[stem])
         row = rows.get(stem)
         if table is not None and row is None:
-            raise ValueError(f"{path}: no row for '{stem}' in '{table}'.")
+            raise ValueError(f"{_shown(path, images_dir)}: no row for '{stem}' in '{table}'.")
         if has_label:
             value = row[label_column].strip()
             if not value:
@@ -168,9 +293,11 @@ def collect_items(
         elif pattern is not None:
             match = pattern.search(path.name)
             if match is None:
-                raise ValueError(f"{path}: file name does not match the patient regex '{patient_regex}'.")
+                raise ValueError(f"{_shown(path, images_dir)}: file name does not match the patient regex '{patient_regex}'.")
             group = "patient" if "patient" in pattern.groupindex else (1 if pattern.groups else 0)
             patient = match.group(group)
+        elif groups is not None:
+            patient = groups[stem]
         else:
             patient = stem
         item["patient_id"] = patient
@@ -259,6 +386,9 @@ def label_fraction_subsets(
     patients = _patient_classes(training)
     order = _stratified_order(patients, np.random.default_rng([seed, 1]))
     present = Counter(patients.values())
+    # a prefix of `order` holds every class once it reaches the first patient of each class
+    needed = max(next(i for i, p in enumerate(order) if patients[p] == c) for c in present) + 1
+    smallest = min(1.0, np.ceil((needed - 0.5) / len(order) * 100) / 100)
     subsets = {}
     for fraction in sorted(fractions):
         chosen = set(order[: int(np.floor(fraction * len(order) + 0.5))])
@@ -266,9 +396,15 @@ def label_fraction_subsets(
         empty = [c for c in present if kept[c] == 0]
         if empty:
             what = "every class" if empty == [None] else f"class {empty[0]} ({present[empty[0]]} training patients)"
-            raise ValueError(
+            usable = [f"{f:g}" for f in sorted(fractions) if f >= smallest]
+            if smallest < 1:
+                fix = (f"the smallest fraction that keeps one patient of every class is {smallest:g} (this seed): pass "
+                       f"--label-fractions {' '.join(usable) or f'{smallest:g}'}")
+            else:
+                fix = "no fraction below 1 keeps every class: pass --label-fractions with no value (no subsets)"
+            raise InputError(
                 f"label fraction {fraction * 100:g}% keeps {len(chosen)} of {len(order)} training patients and leaves "
-                f"{what} empty; use a larger fraction or more patients."
+                f"{what} empty; {fix}, or use more patients."
             )
         subsets[fraction] = [item for item in training if str(item["patient_id"]) in chosen]
     return subsets
@@ -281,8 +417,13 @@ def make_datalist(
     seed: int = 0,
     classes: dict[int, str] | None = None,
     name: str = "medssl3d datalist",
+    modality: str | None = None,
+    preprocessing: dict | None = None,
 ) -> dict:
-    """The datalist dictionary (see the module docstring) of ``items``, reproducible by ``seed``."""
+    """The datalist dictionary (see the module docstring) of ``items``, reproducible by ``seed``; ``modality``
+    (one of :data:`MODALITIES`) and ``preprocessing`` are recorded where given."""
+    if modality is not None and modality not in MODALITIES:
+        raise InputError(f"modality must be one of {', '.join(MODALITIES)}, got '{modality}'.")
     if not items:
         raise ValueError("make_datalist: no items to split.")
     _check_split(split)
@@ -297,6 +438,8 @@ def make_datalist(
         "split": dict(zip(SPLITS, split)),
         "label_fractions": sorted(label_fractions),
         "classes": {str(k): v for k, v in sorted((classes or {}).items())},
+        **({"modality": modality} if modality else {}),
+        **({"preprocessing": preprocessing} if preprocessing else {}),
         "numPatients": len({str(item["patient_id"]) for item in items}),
         "numTraining": len(splits["training"]),
         "numValidation": len(splits["validation"]),
@@ -324,13 +467,26 @@ def build_datalist(
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
     seed: int = 0,
     overwrite: bool = False,
+    modality: str | None = None,
+    no_grouping: bool = False,
     **columns: str,
 ) -> Path:
     """Scan ``images_dir`` (:func:`collect_items`), split (:func:`make_datalist`) and write the JSON atomically
-    to ``output``; paths in it are relative to its folder. ``columns``: CSV column names of :func:`collect_items`."""
+    to ``output``; paths in it are relative to its folder. ``columns``: CSV column names of :func:`collect_items`.
+
+    ``modality``: recorded as given, else taken from the conversion sidecars (DICOM Modality CT, MR, CR, DX) or
+    the folder's ``preprocessing.json`` when every image agrees, else left out. ``preprocessing.json`` (what
+    ``xray_to_png`` applied, e.g. CLAHE) is copied to the datalist's ``preprocessing``."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output}: exists; pass --overwrite to replace it.")
-    items, classes = collect_items(images_dir, masks_dir, table, patient_regex, relative_to=output.parent, **columns)
-    datalist = make_datalist(items, split, label_fractions, seed, classes, name=f"{Path(images_dir).name} datalist")
+    items, classes = collect_items(
+        images_dir, masks_dir, table, patient_regex, relative_to=output.parent, no_grouping=no_grouping, **columns
+    )
+    images = scan_images(images_dir)
+    if modality is None:
+        modality = _known_modality(images, {stem: _sidecar(path) for stem, path in images.items()}, images_dir)
+    preprocessing = {k: v for k, v in _folder_preprocessing(images_dir).items() if k != "modality"}
+    datalist = make_datalist(items, split, label_fractions, seed, classes, name=f"{Path(images_dir).name} datalist",
+                             modality=modality, preprocessing=preprocessing)
     return write_json_atomic(datalist, output, overwrite=overwrite)

@@ -100,8 +100,11 @@ def write_series(
     drop: tuple[int, ...] = (),
     series_uid: str | None = None,
     seed: int = 0,
+    patient_id: str | None = None,
 ) -> tuple[str, list[Path]]:
     """Write one classic CT series, one file per slice, under random names in a random order.
+
+    ``patient_id`` replaces the PatientID of :data:`IDENTIFIERS` (several patients in one folder).
 
     Slices whose index is in ``drop`` are left out (a missing slice). Returns (SeriesInstanceUID, files).
     """
@@ -117,6 +120,8 @@ def write_series(
     files = []
     for order, k in enumerate(rng.permutation(kept)):
         dataset = _base(series_uid, study_uid, CTImageStorage)
+        if patient_id is not None:
+            dataset.PatientID = patient_id
         dataset.InstanceNumber = int(instance_numbers[order])
         dataset.ImagePositionPatient = [
             float(v) for v in np.asarray(phantom.origin_lps) + k * phantom.spacing[2] * directions[:, 2]

@@ -237,3 +237,88 @@ def test_dicom_messages_truncated_or_missing_pixels_output_file_and_nothing_conv
     assert "dicom_to_nifti: error: no series converted: 1 series found, none is a volume" in err
     salt = tmp_path / "config" / "medssl3d" / "group_salt"
     assert salt.is_file() and salt.stat().st_mode & 0o077 == 0  # the default site salt: created, private
+
+
+# ---- make_datalist ------------------------------------------------------------------------------------------
+
+from medssl3d.prep.datalist import build_datalist, collect_items, label_fraction_subsets  # noqa: E402
+
+
+def test_series_of_one_patient_stay_on_one_side_of_every_split(tmp_path, monkeypatch, capsys):
+    """Two patients x three series each, through dicom_to_nifti and make_datalist: never split apart."""
+    monkeypatch.setenv("MEDSSL3D_GROUP_SALT", "test site salt")
+    small = ramp_phantom((8, 8, 3), (1.0, 1.0, 2.0))
+    for patient in range(4):
+        for series in range(3):
+            write_series(tmp_path / "dicom" / f"p{patient}s{series}", small, seed=10 * patient + series,
+                         patient_id=f"PID-{patient}")
+    nifti = tmp_path / "nifti"
+    assert command("dicom_to_nifti").main([str(tmp_path / "dicom"), str(nifti), "--no-progress"]) == 0
+    sidecars = [json.loads(p.read_text()) for p in nifti.glob("*.json")]
+    assert len({car["patient_group"] for car in sidecars}) == 4 and len(sidecars) == 12
+    assert all("PID-" not in json.dumps(car) for car in sidecars)
+    capsys.readouterr()
+    argv = [str(nifti), "--output", str(nifti / "datalist.json"), "--split", "0.5", "0.25", "0.25", "--label-fractions"]
+    assert command("make_datalist").main(argv) == 0
+    assert "12 image(s) of 4 patient(s)" in capsys.readouterr().err
+    datalist = json.loads((nifti / "datalist.json").read_text())
+    sides = [{item["patient_id"] for item in datalist[key]} for key in ("training", "validation", "test")]
+    assert [len(side) for side in sides] == [2, 1, 1] and len(set.union(*sides)) == 4
+    assert all(len(datalist[key]) == 3 * len(side) for key, side in zip(("training", "validation", "test"), sides))
+    assert datalist["modality"] == "CT"
+
+    # Another salt gives other keys: mixing the two conversions is refused.
+    car = nifti / sorted(p.name for p in nifti.glob("*.json") if p.name != "datalist.json")[0]
+    content = json.loads(car.read_text())
+    car.write_text(json.dumps({**content, "patient_group_salt_id": "00000000"}))
+    with pytest.raises(InputError, match="different salts"):
+        build_datalist(nifti, tmp_path / "x.json", label_fractions=())
+
+
+def test_no_trusted_grouping_refuses_to_split_and_names_the_options(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for name in ("a", "b", "c"):
+        save(tmp_path / "images" / f"{name}.nii.gz", ct_volume((8, 8, 6)))
+    make = command("make_datalist")
+    assert make.main([str(tmp_path / "images"), "--output", str(tmp_path / "d.json"), "--label-fractions"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "no patient grouping" in line and "--patient-regex" in line and "--no-grouping" in line
+    assert not (tmp_path / "d.json").exists()
+    argv = [str(tmp_path / "images"), "--output", str(tmp_path / "d.json"), "--label-fractions", "--no-grouping"]
+    assert make.main([*argv, "--modality", "MRI"]) == 0
+    datalist = json.loads((tmp_path / "d.json").read_text())
+    assert datalist["numPatients"] == 3 and datalist["modality"] == "MRI"
+    assert make.main([*argv, "--overwrite"]) == 0
+    assert "modality" not in json.loads((tmp_path / "d.json").read_text())  # unknown: left out, not guessed
+
+
+def test_default_fractions_on_a_small_cohort_say_what_to_pass():
+    items = [{"image": f"{i}.png", "patient_id": f"p{i}", "class": int(i < 3)} for i in range(12)]
+    with pytest.raises(InputError) as caught:
+        label_fraction_subsets(items, (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+    message = str(caught.value)
+    assert "leaves class" in message and "the smallest fraction that keeps one patient of every class is" in message
+    smallest = float(message.split("every class is ")[1].split(" ")[0])
+    suggested = [float(f) for f in message.split("--label-fractions ")[1].split(",")[0].split()]
+    assert suggested and min(suggested) >= smallest
+    subsets = label_fraction_subsets(items, suggested)  # what the message says to pass works
+    assert all({item["class"] for item in subset} == {0, 1} for subset in subsets.values())
+    below = round(smallest - 0.01, 2)
+    with pytest.raises(InputError, match="leaves class"):
+        label_fraction_subsets(items, [below])
+
+
+def test_masks_match_by_the_usual_suffixes_and_two_candidates_is_an_error(tmp_path):
+    for name in ("ct_01", "ct_02", "ct_03", "ct_04"):
+        (tmp_path / "images" / f"{name}.nii.gz").parent.mkdir(exist_ok=True)
+        (tmp_path / "images" / f"{name}.nii.gz").write_bytes(b"x")
+    (tmp_path / "masks").mkdir()
+    for name in ("ct_01_seg", "ct_02_label", "ct_03-mask", "ct_04"):
+        (tmp_path / "masks" / f"{name}.nii.gz").write_bytes(b"m")
+    items, _ = collect_items(tmp_path / "images", tmp_path / "masks", relative_to=tmp_path, no_grouping=True)
+    assert [item["label"] for item in items] == [
+        "masks/ct_01_seg.nii.gz", "masks/ct_02_label.nii.gz", "masks/ct_03-mask.nii.gz", "masks/ct_04.nii.gz"
+    ]
+    (tmp_path / "masks" / "ct_01_mask.nii.gz").write_bytes(b"m")
+    with pytest.raises(InputError, match=r"ct_01.nii.gz: two candidate masks, 'ct_01_seg.nii.gz' and 'ct_01_mask.nii.gz'"):
+        collect_items(tmp_path / "images", tmp_path / "masks", no_grouping=True)
