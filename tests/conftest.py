@@ -31,3 +31,8 @@ def _fresh_process_state():
         os.environ.update(environ)
     os.chdir(cwd)
 
+
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path_factory, monkeypatch):
+    """What a command keeps in the user's config folder (dicom_to_nifti's site salt) goes to a temporary one."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))
