@@ -6,7 +6,9 @@ Example:
     python data_prep/xray_to_png.py raw_dicom/ --output xray_png/ --size 512 --clahe --workers 4
 
 Folders are searched recursively (*.dcm, *.dicom, *.png and files with a DICOM preamble); the folder
-layout is kept under --output. See medssl3d/prep/xray.py and docs/data_prep_2d_and_datalists.md.
+layout is kept under --output. OUTPUT/preprocessing.json records what was applied (modality XRAY, CLAHE and
+its clip limit, window, size); make_datalist copies it into the datalist, and the X-ray bundles then skip their
+own CLAHE when --clahe was given here, so it is not applied twice. See medssl3d/prep/xray.py and docs/data_prep_2d_and_datalists.md.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 from medssl3d.prep.parallel import map_progress
-from medssl3d.prep.xray import convert_radiograph
+from medssl3d.prep.xray import convert_radiograph, write_preprocessing_record
 from medssl3d.prep.command import report_failures, run_command
 
 PROG = "xray_to_png"
@@ -83,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{existing[0]} (and {len(existing) - 1} more) exist; pass --overwrite to replace them.")
     options = dict(size=args.size, window=args.window, clahe=args.clahe, clip_limit=args.clip_limit, bits=args.bits,
                    overwrite=args.overwrite)
+    record = {"modality": "XRAY", "clahe": {"clip_limit": args.clip_limit} if args.clahe else None,
+              "window": list(args.window) if args.window else None, "size": args.size, "format": args.format}
+    write_preprocessing_record(args.output, record, overwrite=args.overwrite)
     outcomes = map_progress(convert, [(s, d, options) for s, d in jobs], args.workers, desc=PROG)
     failed = report_failures(PROG, [source for source, _ in jobs], outcomes, args.debug)
     print(f"{PROG}: wrote {len(jobs) - failed} file(s) to {args.output}; {failed} failed", file=sys.stderr)

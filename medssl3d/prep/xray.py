@@ -5,6 +5,10 @@ intercept) → VOI (a window or a VOI LUT) → presentation (MONOCHROME1 is inve
 every output). Then optional CLAHE (:class:`medssl3d.transforms.intensity.CLAHE`) and an aspect-preserving
 resize with padding to a square. Only pixel values leave the file: no DICOM tag is written to the output.
 
+What was applied is recorded in the output folder's ``preprocessing.json`` (:func:`write_preprocessing_record`),
+which ``make_datalist`` copies into the datalist's ``preprocessing``; the X-ray bundles read it there
+(:func:`bundle_clahe`) and skip their own CLAHE step when CLAHE was already applied, so it is never applied twice.
+
 Shapes: images are ``(H, W)`` arrays (rows, columns). PNG files are written ``(H, W)``; NIfTI files hold the
 transposed ``(W, H)`` array with the pixel spacing in the affine, so that MONAI's ``LoadImage`` returns the
 same ``(W, H)`` array for both formats.
@@ -12,7 +16,9 @@ same ``(W, H)`` array for both formats.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +31,25 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from skimage.transform import resize
 
-from medssl3d.atomic import atomic_path
+from medssl3d.atomic import atomic_path, write_json_atomic
+from medssl3d.errors import InputError
 from medssl3d.transforms.intensity import CLAHE
 
-__all__ = ["Radiograph", "convert_radiograph", "dicom_window", "pad_to_square", "read_radiograph", "write_radiograph"]
+__all__ = [
+    "PREPROCESSING_FILE",
+    "Radiograph",
+    "bundle_clahe",
+    "convert_radiograph",
+    "dicom_window",
+    "pad_to_square",
+    "read_radiograph",
+    "write_preprocessing_record",
+    "write_radiograph",
+]
 
 PNG_SUFFIXES = (".png",)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PREPROCESSING_FILE = "preprocessing.json"  # read by medssl3d.prep.datalist (make_datalist)
 
 
 @dataclass
@@ -212,3 +230,42 @@ def convert_radiograph(
         if radiograph.spacing is not None:
             radiograph.spacing = (radiograph.spacing[0] / scale, radiograph.spacing[1] / scale)
     return write_radiograph(radiograph, destination, bits=bits, overwrite=overwrite)
+
+
+def write_preprocessing_record(output: str | os.PathLike, record: dict, overwrite: bool = False) -> Path:
+    """Write ``record`` (``modality``, ``clahe`` …) to ``<output>/preprocessing.json``.
+
+    A folder already holding a different record (files prepared with other settings, e.g. with and without
+    CLAHE) is an error unless ``overwrite``.
+    """
+    path = Path(output) / PREPROCESSING_FILE
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != record:
+            raise InputError(
+                f"{path} records other settings ({previous}) than this run ({record}); one folder must hold images "
+                "prepared one way: use another --output, or --overwrite to replace every file."
+            )
+    return write_json_atomic(record, path, overwrite=True)
+
+
+def bundle_clahe(datalist: str | os.PathLike) -> bool:
+    """Whether an X-ray bundle applies its CLAHE step: not when ``datalist`` records CLAHE as already applied.
+
+    Skipping warns once, naming the datalist; a datalist that cannot be read (or records nothing) gives ``True``.
+    """
+    try:
+        recorded = json.loads(Path(datalist).read_text()).get("preprocessing", {}).get("clahe")
+    except (OSError, ValueError, AttributeError):
+        return True
+    if not recorded:
+        return True
+    warnings.warn(
+        f"datalist '{Path(datalist).name}' records CLAHE already applied by xray_to_png --clahe ({recorded}); the "
+        "bundle's CLAHE step is skipped so it is not applied twice (set clahe: true to apply it again).",
+        stacklevel=2,
+    )
+    return False

@@ -322,3 +322,41 @@ def test_masks_match_by_the_usual_suffixes_and_two_candidates_is_an_error(tmp_pa
     (tmp_path / "masks" / "ct_01_mask.nii.gz").write_bytes(b"m")
     with pytest.raises(InputError, match=r"ct_01.nii.gz: two candidate masks, 'ct_01_seg.nii.gz' and 'ct_01_mask.nii.gz'"):
         collect_items(tmp_path / "images", tmp_path / "masks", no_grouping=True)
+
+
+# ---- X-ray: CLAHE applied once ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bundle, chain", [("xray_cls", "image_transforms"),
+                                           ("contrastive_xray", "train#deterministic_transforms")])
+def test_clahe_of_xray_to_png_is_recorded_and_the_bundle_skips_its_own(tmp_path, bundle, chain):
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from medssl3d.transforms import CLAHEd
+
+    (tmp_path / "raw").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 4096, (40, 32)).astype(np.uint16)).save(tmp_path / "raw" / f"{name}.png")
+    assert command("xray_to_png").main([str(tmp_path / "raw"), "--output", str(tmp_path / "png"), "--clahe"]) == 0
+    record = json.loads((tmp_path / "png" / "preprocessing.json").read_text())
+    assert record["modality"] == "XRAY" and record["clahe"] == {"clip_limit": 0.01}
+    datalist = tmp_path / "png" / "datalist.json"
+    assert command("make_datalist").main([str(tmp_path / "png"), "--output", str(datalist), "--no-grouping",
+                                          "--label-fractions", "--split", "0.34", "0.33", "0.33"]) == 0
+    content = json.loads(datalist.read_text())
+    assert content["modality"] == "XRAY" and content["preprocessing"]["clahe"] == {"clip_limit": 0.01}
+
+    def steps(datalist_path):
+        parser = ConfigParser()
+        parser.read_config(str(ROOT / "bundles" / bundle / "configs" / "train.yaml"))
+        parser["datalist"] = str(datalist_path)
+        return [type(t) for t in parser.get_parsed_content(chain)]
+
+    with pytest.warns(UserWarning, match="records CLAHE already applied by xray_to_png --clahe"):
+        assert CLAHEd not in steps(datalist)
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({**content, "preprocessing": {"clahe": None}}))
+    assert CLAHEd in steps(plain)
+    # One folder holds images prepared one way: a second run without CLAHE into it is refused.
+    assert command("xray_to_png").main([str(tmp_path / "raw"), "--output", str(tmp_path / "png")]) == 1
