@@ -11,8 +11,8 @@ Two CSV forms are read:
 
 An image of the datalist without a row is a negative (no boxes). Items get ``box`` (float32, ``(N, 4)`` xyxy
 pixels or ``(N, 6)`` cccwhd world mm, for MONAI's ``ConvertBoxToStandardModed``/``AffineBoxToImageCoordinated``)
-and ``label`` (int64, ``(N,)``). Errors (:class:`~medssl3d.errors.InputError`) name the CSV row: a box of zero
-size or outside its image, a class beyond ``class_names``, an image or series that is not in the datalist, a
+and ``box_label`` (int64, ``(N,)``; ``label`` stays the Decathlon segmentation file). Errors
+(:class:`~medssl3d.errors.InputError`) name the CSV row: a box of zero size or outside its image, a class beyond ``class_names``, an image or series that is not in the datalist, a
 nodule centre outside its volume (checked from the headers only, SimpleITK).
 """
 
@@ -147,5 +147,5 @@ def load_detection_datalist(
                     raise InputError(f"{boxes_csv} row {number}: box {box} lies outside image "
                                      f"'{Path(item['image']).name}' of {width}x{height} pixels.")
         item["box"] = np.array([box for _, box, _ in entries], np.float32).reshape(-1, 2 * spatial_dims)
-        item["label"] = np.array([label for _, _, label in entries], np.int64)
+        item["box_label"] = np.array([label for _, _, label in entries], np.int64)
     return items

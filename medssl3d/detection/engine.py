@@ -30,7 +30,7 @@ def _inputs(engine: Engine, batch: Sequence) -> tuple[list[torch.Tensor], list[d
     images = [item["image"].to(device) for item in items]
     targets = [  # inference items may come without boxes
         {"box": torch.as_tensor(item.get("box", ()), dtype=torch.float32, device=device).reshape(-1, 2 * (image.ndim - 1)),
-         "label": torch.as_tensor(item.get("label", ()), dtype=torch.long, device=device).reshape(-1)}
+         "label": torch.as_tensor(item.get("box_label", ()), dtype=torch.long, device=device).reshape(-1)}
         for item, image in zip(items, images)
     ]
     return images, targets

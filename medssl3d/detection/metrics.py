@@ -89,8 +89,10 @@ def detection_metrics(
         false_scores += misses
     num_targets = sum(len(gt) for gt in gt_boxes)
     if num_targets and (true_scores or false_scores):
-        fps, sensitivity = compute_froc_curve_data(np.array(false_scores), np.array(true_scores), num_targets,
-                                                   len(references))
+        # MONAI's curve (CAMELYON16's code) takes thresholds from the second-lowest probability on, as CAMELYON's
+        # candidate lists hold probability-0 entries; one such entry makes the lowest real score a threshold too.
+        fps, sensitivity = compute_froc_curve_data(np.array([0.0, *false_scores]), np.array(true_scores),
+                                                   num_targets, len(references))
         for rate in FROC_FP_RATES:
             results[f"sensitivity_at_{rate:g}fp"] = float(compute_froc_score(fps, sensitivity, (rate,)))
         results["froc"] = float(compute_froc_score(fps, sensitivity, FROC_FP_RATES))
