@@ -211,8 +211,9 @@ def settings_differences(saved: dict, now: dict) -> list[str]:
 
 def resume_message(path: str | os.PathLike, iteration: int, saved: dict | None, now: dict | None) -> str:
     """``resumed from <path> at iteration <n>`` and, when this run has settings, how they compare with the
-    checkpoint's: ``; settings changed since the checkpoint: lr 0.001 -> 0.01, ...`` (the new values apply from
-    here on), ``; same settings as the checkpoint`` or that the checkpoint recorded none."""
+    checkpoint's: ``; settings that differ from the checkpoint's: lr 0.001 -> 0.01, ...`` (with what that means:
+    weights, optimizer and LR schedule continue from the checkpoint, so a new ``lr`` does not apply, while the
+    data settings do), ``; same settings as the checkpoint`` or that the checkpoint recorded none."""
     text = f"resumed from {path} at iteration {iteration}"
     if now is None:
         return text
@@ -221,7 +222,9 @@ def resume_message(path: str | os.PathLike, iteration: int, saved: dict | None, 
     changed = settings_differences(saved, now)
     if not changed:
         return f"{text}; same settings as the checkpoint"
-    return f"{text}; settings changed since the checkpoint (the new values apply from here on): {', '.join(changed)}"
+    return (f"{text}; settings that differ from the checkpoint's: {', '.join(changed)} -- weights, optimizer and "
+            "LR schedule continue from the checkpoint; to start over with these settings use --resume false or "
+            "another output_dir")
 
 
 def _logs_to_stdout(logger: logging.Logger) -> bool:

@@ -165,7 +165,7 @@ def failed_runs(tmp_path_factory):
 
 
 def test_every_bundle_ships_a_model_zoo_logging_conf():
-    bundles = sorted(path for path in BUNDLES.iterdir() if (path / "configs" / "metadata.json").is_file())
+    bundles = sorted(path.parent.parent for path in BUNDLES.glob("*/configs/train.yaml"))
     assert len(bundles) >= 12
     for bundle in bundles:
         config = configparser.ConfigParser()
@@ -173,6 +173,14 @@ def test_every_bundle_ships_a_model_zoo_logging_conf():
         assert config["logger_root"]["handlers"] == "consoleHandler", bundle.name
         assert config["handler_consoleHandler"]["class"] == "StreamHandler", bundle.name
         assert config["handler_consoleHandler"]["args"] == "(sys.stdout,)", bundle.name
+
+
+def test_every_bundle_config_with_imports_installs_the_hook():
+    configs = [path for path in BUNDLES.glob("*/configs/*.yaml") if "\nimports:" in path.read_text()]
+    assert len(configs) >= 13
+    missing = [str(path.relative_to(BUNDLES)) for path in configs
+               if "- $import medssl3d.bundle_errors" not in path.read_text()]
+    assert not missing, missing
 
 
 def test_truncated_nifti_run_ends_naming_the_file(failed_runs):

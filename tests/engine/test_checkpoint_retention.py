@@ -13,10 +13,12 @@ import logging
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from ignite.engine import Engine
+from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 from monai.utils import set_determinism
 from torch import nn
@@ -27,6 +29,7 @@ from medssl3d.engine.checkpoint import (
     check_keep_last,
     load_checkpoint,
     newest_checkpoint,
+    plain_settings,
     resume_message,
     save_periodic,
     settings_differences,
@@ -83,8 +86,10 @@ def test_resume_finds_the_newest_and_says_what_changed(tmp_path, capsys):
     assert trainer.state.iteration == 5
     last = tmp_path / "checkpoints" / "checkpoint_last.pt"
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"resumed from {last} at iteration 3; settings changed since the checkpoint (the new values "
-                   "apply from here on): lr 0.1 -> 0.01, inputs.spacing [1.0, 1.0, 2.0] -> [1.0, 1.0, 1.0]"]
+    assert out == [f"resumed from {last} at iteration 3; settings that differ from the checkpoint's: lr 0.1 -> "
+                   "0.01, inputs.spacing [1.0, 1.0, 2.0] -> [1.0, 1.0, 1.0] -- weights, optimizer and LR schedule "
+                   "continue from the checkpoint; to start over with these settings use --resume false or another "
+                   "output_dir"]
     assert _names(tmp_path / "checkpoints") == ["checkpoint_00000004.pt", "checkpoint_00000005.pt",
                                                 "checkpoint_last.pt"]
 
@@ -156,8 +161,9 @@ def test_fine_tuning_checkpoints_are_bounded_and_resume_is_announced(tmp_path, c
     trainer = _finetune(tmp_path, 4, {"lr": 0.1, "label_fraction": 0.1})
     assert trainer.state.iteration == 8
     assert capsys.readouterr().out.splitlines() == [
-        f"resumed from {tmp_path / 'checkpoint_last.pt'} at iteration 6; settings changed since the checkpoint "
-        "(the new values apply from here on): label_fraction None -> 0.1"]
+        f"resumed from {tmp_path / 'checkpoint_last.pt'} at iteration 6; settings that differ from the checkpoint's: "
+        "label_fraction None -> 0.1 -- weights, optimizer and LR schedule continue from the checkpoint; to start over "
+        "with these settings use --resume false or another output_dir"]
     assert _names(tmp_path) == ["checkpoint_00000007.pt", "checkpoint_00000008.pt", "checkpoint_last.pt"]
     _finetune(tmp_path / "only_last", 2, None, n_saved=0)
     assert _names(tmp_path / "only_last") == ["checkpoint_last.pt"]
@@ -177,3 +183,19 @@ def test_resume_of_a_fine_tuning_run_reads_a_periodic_checkpoint_newer_than_the_
     SupervisedResume(tmp_path, network, torch.optim.SGD(network.parameters(), lr=0.1)).start(engine)
     assert engine.state.iteration == 2
     assert capsys.readouterr().out.strip() == f"resumed from {newest} at iteration 2"
+
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+@pytest.mark.parametrize("bundle", sorted(path.parent.parent.name for path in BUNDLES.glob("*/configs/train.yaml")))
+def test_every_bundle_keeps_two_checkpoints_and_records_plain_settings(bundle):
+    parser = ConfigParser()
+    parser.read_config(BUNDLES / bundle / "configs" / "train.yaml")
+    assert parser.get_parsed_content("keep_last_checkpoints") == 2
+    settings = parser.get_parsed_content("run_settings")
+    assert plain_settings(settings) == settings and {"encoder", "lr", "batch_size", "seed"} <= set(settings), settings
+    handler = parser["train"]["trainer"] if parser["train"]["trainer"]["_target_"].endswith("build_trainer") else next(
+        h for h in parser["train"]["handlers"] if h["_target_"].endswith("SupervisedResume"))
+    wired = {key: handler.get(key) for key in ("keep_last_checkpoints", "n_saved", "settings")}
+    assert "@keep_last_checkpoints" in wired.values() and wired["settings"] == "@run_settings", wired
