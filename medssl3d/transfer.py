@@ -50,6 +50,7 @@ __all__ = [
     "freeze_encoder",
     "load_pretrained_encoder",
     "parameter_groups",
+    "pretrained_export",
     "preparation_differences",
 ]
 
@@ -229,6 +230,14 @@ class TransferFlexibleUNet(FlexibleUNet, _KeepsFrozenInEval):
         return super().forward(x)
 
 
+def pretrained_export(pretrained_encoder: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The encoder export to load, or ``None`` (from scratch) for ``None``, ``""``, ``"null"`` and ``"none"`` (any
+    case): ``monai.bundle run --pretrained_encoder null`` passes the word as a string, not ``None``."""
+    if isinstance(pretrained_encoder, str) and pretrained_encoder.strip().lower() in ("", "null", "none"):
+        return None
+    return pretrained_encoder
+
+
 def _resolve(pretrained_encoder, encoder, spatial_dims, in_channels) -> tuple[str, int, int, dict]:
     """Architecture, dims, channels and encoder kwargs: from the export where given (explicit values must
     match it), else the explicit values or the defaults."""
@@ -258,13 +267,15 @@ def build_classifier(
     hidden_dim: int | None = None,
     prepared_inputs: dict | None = None,
 ) -> EncoderClassifier:
-    """:class:`EncoderClassifier` from an encoder export (``pretrained_encoder``) or from scratch (``None``).
+    """:class:`EncoderClassifier` from an encoder export (``pretrained_encoder``) or from scratch (``None``, or
+    ``"null"``/``"none"``/``""`` as the command line passes it: :func:`pretrained_export`).
 
     ``encoder``/``spatial_dims``/``in_channels`` default to the export's values (scratch: resnet18, 3, 1); an
     explicit value differing from the export raises a ValueError. ``mode``: ``"full"``, ``"frozen"``,
     ``"partial"`` (the last ``trainable_stages`` of 5 stages train). The report is at ``.transfer_report``.
     ``prepared_inputs``: see :func:`load_pretrained_encoder`.
     """
+    pretrained_encoder = pretrained_export(pretrained_encoder)
     name, dims, channels, kwargs = _resolve(pretrained_encoder, encoder, spatial_dims, in_channels)
     model = EncoderClassifier(build_encoder(name, dims, channels, **kwargs), num_classes, dropout, hidden_dim)
     if pretrained_encoder is not None:
@@ -291,6 +302,7 @@ def build_segmenter(
     ``norm``, ...). The export must have the FlexibleUNet strides (2, 4, 8, 16, 32), i.e. a stride-2 stem.
     Shapes: ``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``.
     """
+    pretrained_encoder = pretrained_export(pretrained_encoder)
     name, dims, channels, kwargs = _resolve(pretrained_encoder, encoder, spatial_dims, in_channels)
     if kwargs.get("conv1_t_stride", 2) != 2 or kwargs.get("conv1_t_size", 7) != 7:
         raise ValueError(

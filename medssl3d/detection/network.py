@@ -29,7 +29,14 @@ from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork
 from torch import nn
 
 from medssl3d.networks import Encoder, build_encoder
-from medssl3d.transfer import MODES, _KeepsFrozenInEval, _resolve, freeze_encoder, load_pretrained_encoder
+from medssl3d.transfer import (
+    MODES,
+    _KeepsFrozenInEval,
+    _resolve,
+    freeze_encoder,
+    load_pretrained_encoder,
+    pretrained_export,
+)
 
 __all__ = ["EncoderFPN", "EncoderRetinaNetDetector", "build_detector"]
 
@@ -130,6 +137,7 @@ def build_detector(
 
     Inputs must have every side a multiple of the coarsest used stride (the detector pads them).
     """
+    pretrained_encoder = pretrained_export(pretrained_encoder)
     name, dims, channels, kwargs = _resolve(pretrained_encoder, encoder, spatial_dims, in_channels)
     if mode not in MODES:
         raise ValueError(f"Unknown fine-tuning mode {mode!r}; expected one of {', '.join(MODES)}.")
