@@ -63,6 +63,5 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["iteration"] == 4
     (second_events,) = set((out / "tensorboard").glob("events.out.tfevents.*")) - {first_events}
     assert sorted(_losses(second_events)) == [3, 4]
-    assert {p.name for p in (out / "checkpoints").glob("*.pt")} == {
-        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_00000003.pt", "checkpoint_00000004.pt",
-        "checkpoint_last.pt"}
+    assert {p.name for p in (out / "checkpoints").glob("*.pt")} == {  # keep_last_checkpoints: 2
+        "checkpoint_00000003.pt", "checkpoint_00000004.pt", "checkpoint_last.pt"}
