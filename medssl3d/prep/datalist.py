@@ -395,17 +395,16 @@ def label_fraction_subsets(
         kept = Counter(patients[p] for p in chosen)
         empty = [c for c in present if kept[c] == 0]
         if empty:
-            what = "every class" if empty == [None] else f"class {empty[0]} ({present[empty[0]]} training patients)"
-            usable = [f"{f:g}" for f in sorted(fractions) if f >= smallest]
+            kept_text = f"label fraction {fraction * 100:g}% keeps {len(chosen)} of {len(order)} training patients"
+            if empty != [None]:
+                kept_text += f" and leaves class {empty[0]} ({present[empty[0]]} training patients) empty"
+            goal = "a patient" if empty == [None] else "one patient of every class"
+            usable = " ".join(f"{f:g}" for f in sorted(fractions) if f >= smallest) or f"{smallest:g}"
             if smallest < 1:
-                fix = (f"the smallest fraction that keeps one patient of every class is {smallest:g} (this seed): pass "
-                       f"--label-fractions {' '.join(usable) or f'{smallest:g}'}")
+                fix = f"the smallest fraction that keeps {goal} is {smallest:g} (this seed): pass --label-fractions {usable}"
             else:
                 fix = "no fraction below 1 keeps every class: pass --label-fractions with no value (no subsets)"
-            raise InputError(
-                f"label fraction {fraction * 100:g}% keeps {len(chosen)} of {len(order)} training patients and leaves "
-                f"{what} empty; {fix}, or use more patients."
-            )
+            raise InputError(f"{kept_text}; {fix}, or use more patients.")
         subsets[fraction] = [item for item in training if str(item["patient_id"]) in chosen]
     return subsets
 
