@@ -18,6 +18,7 @@ Why by hand: MONAI's runner has no error hook, and its wrapping exceptions carry
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -163,6 +164,11 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
         except Exception as failure:  # the summary must never hide the traceback above it
             line = f"{_describe(exc)} (summary failed: {_describe(failure)})"
         print(PREFIX + line, file=sys.stderr, flush=True)
+        # End here, status 1: a thread still in native code (CacheDataset's pool, which MONAI does not join when
+        # an item fails) would otherwise abort interpreter shutdown ("terminate called ...", status 134).
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def install() -> None:

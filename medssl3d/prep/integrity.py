@@ -316,10 +316,11 @@ def check_datalist(
     if report.modality == "CT":
         report.issues += [Issue("error", name, hu) for name, hu in verdicts if hu]
     elif modality is None and verdicts:
+        seen = report.modality_source.removeprefix("inferred from the data: ")
         report.issues.append(Issue("warning", "(datalist)", (
-            f"no modality recorded and {report.modality_source}: intensities not checked. If these are CT "
-            f"scans, they are not in HU: re-export them with data_prep/dicom_to_nifti.py; record the modality "
-            f"with make_datalist or pass --modality")))
+            f"no modality recorded and the data is not CT in Hounsfield units ({seen}): intensities not checked. "
+            "If these are CT scans, re-export them in HU with data_prep/dicom_to_nifti.py; record the modality "
+            "with make_datalist --modality, or pass --modality")))
     for copies in by_hash.values():
         first, first_split = copies[0]
         for name, split in copies[1:]:

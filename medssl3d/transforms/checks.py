@@ -36,8 +36,8 @@ TISSUE_HU = (-100.0, 300.0)  # fat to enhanced soft tissue
 TISSUE_SHARE = 0.01  # at least 1 % of voxels in TISSUE_HU
 MAX_HU = 32767.0  # the extended CT scale (int16); metal reaches about 30000
 SAMPLE_VOXELS = 1 << 22  # shares and percentiles of larger volumes come from an even subsample
-HU_FIX = ("For MRI use the MRI route (configs/modality/mri.yaml); for CT re-export the DICOM series in HU "
-          "with data_prep/dicom_to_nifti.py")
+HU_FIX = ("For MRI use the MRI route (bundles: configs/modality/mri.yaml; medssl3d preprocess: --chain mri); "
+          "for CT re-export the DICOM series in HU with data_prep/dicom_to_nifti.py")
 
 
 def _numpy(img: NdarrayOrTensor) -> np.ndarray:
