@@ -33,7 +33,7 @@ def plot_label_fraction_curves(
     fraction_key: str = "fraction",
 ) -> Path:
     """Metric against the percentage of labels used (log x-axis), one line per ``group_key`` value (e.g. SSL
-    vs scratch initialisation) with a ±std band; ``summary``: rows of :func:`summarize_runs` holding
+    vs scratch initialisation) with ±std error bars and band; ``summary``: rows of :func:`summarize_runs` holding
     ``fraction_key``, ``group_key``, ``<metric>_mean`` and ``<metric>_std``."""
     needed = (group_key, fraction_key, f"{metric}_mean", f"{metric}_std")
     missing = sorted({key for row in summary for key in needed if key not in row})
@@ -48,8 +48,8 @@ def plot_label_fraction_curves(
         x = 100 * np.array([row[fraction_key] for row in rows], dtype=float)
         mean = np.array([row[f"{metric}_mean"] for row in rows], dtype=float)
         std = np.array([row[f"{metric}_std"] for row in rows], dtype=float)
-        axes.plot(x, mean, marker="o", label=str(group))
-        axes.fill_between(x, mean - std, mean + std, alpha=0.2)
+        line = axes.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=str(group))
+        axes.fill_between(x, mean - std, mean + std, alpha=0.15, color=line[0].get_color())
     axes.set_xscale("log")
     axes.set_xticks(percentages, [f"{p:g}" for p in percentages])
     axes.xaxis.set_minor_locator(NullLocator())
