@@ -53,6 +53,7 @@ from ignite.engine import Engine, Events
 from monai.transforms import Randomizable
 from torch import nn
 
+from medssl3d.errors import InputError
 from medssl3d.losses.gather import rank_and_world_size
 
 __all__ = [
@@ -119,11 +120,12 @@ def remove_partial_files(directory: str | os.PathLike) -> list[Path]:
 
 
 def check_keep_last(keep_last: Any, name: str) -> int | None:
-    """``keep_last`` as an int >= 0 or ``None`` (keep all); a ValueError naming ``name`` otherwise."""
+    """``keep_last`` as an int >= 0 or ``None`` (keep all); an :class:`~medssl3d.errors.InputError` naming ``name``
+    otherwise."""
     if keep_last is None or (isinstance(keep_last, str) and keep_last.strip().lower() in ("null", "none")):
         return None
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
-        raise ValueError(f"{name} must be an int >= 0 (0: only checkpoint_last.pt) or null (keep all), "
+        raise InputError(f"{name} must be an int >= 0 (0: only checkpoint_last.pt) or null (keep all), "
                          f"got {keep_last!r}.")
     return keep_last
 
