@@ -173,8 +173,8 @@ def _image_problems(volume: _Volume, modality: str | None) -> list[str]:
         return [f"shape {_x(array.shape)} is a 4D series or multi-channel volume: {int(np.prod(extra))} channels, "
                 "1 expected; select one volume (e.g. one echo, phase or time point) first"]
     if len(size) == 3 and min(size) == 1:
-        what = "a 1x1x1 placeholder" if max(size) == 1 else f"one voxel thick along axis {size.index(1)}"
-        return [f"volume of shape {_x(size)} is {what}, not a 3D scan"]
+        what = "a placeholder" if max(size) == 1 else f"one voxel thick along axis {size.index(1)}"
+        return [f"volume of shape {_x(size)}: {what}, not a 3D scan"]
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         return [f"{int((~np.isfinite(array)).sum())} NaN/Inf voxels"]
     if array.size and array.min() == array.max():

@@ -117,8 +117,8 @@ def _truncated(path: Path) -> None:
 BROKEN = {  # name: (image array or None, what to do to the file afterwards, expected problem)
     "volume_4d": (np.stack([hu_ct(0)] * 3, axis=-1), None, "shape 24x24x8x3 is a 4D series or multi-channel volume"),
     "constant": (np.full(SHAPE, -1000, np.int16), None, "constant volume (every voxel is -1000)"),
-    "one_voxel": (np.full((1, 1, 1), 40, np.int16), None, "volume of shape 1x1x1 is a 1x1x1 placeholder"),
-    "single_slice": (hu_ct(0)[:, :, :1], None, "volume of shape 24x24x1 is one voxel thick along axis 2"),
+    "one_voxel": (np.full((1, 1, 1), 40, np.int16), None, "volume of shape 1x1x1: a placeholder, not a 3D scan"),
+    "single_slice": (hu_ct(0)[:, :, :1], None, "volume of shape 24x24x1: one voxel thick along axis 2"),
     "nan": (np.where(hu_ct(0) > 0, np.nan, hu_ct(0)).astype(np.float32), None, "NaN/Inf voxels"),
     "truncated_gz": (hu_ct(0), _truncated, "unreadable"),
 }
