@@ -37,7 +37,7 @@ _FILENAME_LOCALS = ("filename", "filename_or_obj", "fname", "file_path")
 _WORKER_MARK = "Original Traceback (most recent call last):"
 _NOT_EXCEPTION_LINES = ("Traceback ", "The above exception", "During handling", "Caught ", "Original Traceback")
 _CORRUPT = re.compile(r"truncat|end-of-stream|ended before|unexpected end|corrupt|incorrect header|invalid block|"
-                      r"not a gzip file|premature|Error -3 while decompressing", re.IGNORECASE)
+                      r"not a gzip file|premature|Error -3 while decompressing|empty file", re.IGNORECASE)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -127,8 +127,24 @@ def _shown(path: str) -> str:
     return f"'{path}'"
 
 
+def _without_dataset_dir(text: str) -> str:
+    """``text`` with the ``--dataset_dir`` prefix of the paths in it removed (paths above it may hold names)."""
+    root = _dataset_dir()
+    if root is None:
+        return text
+    prefixes = {str(root.resolve())} | ({str(root)} if str(root).strip("./") else set())
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        text = text.replace(prefix.rstrip("/") + "/", "")
+    return text
+
+
 def error_line(exc: BaseException) -> str:
-    """The one-line summary of a failed run (without the ``medssl3d: error:`` prefix), see the module docstring."""
+    """The one-line summary of a failed run (without the ``medssl3d: error:`` prefix), see the module docstring.
+    Paths under ``--dataset_dir`` are shown relative to it."""
+    return _without_dataset_dir(_summary(exc))
+
+
+def _summary(exc: BaseException) -> str:
     chain = _chain(exc)
     for link in chain:  # first: PyTorch re-raises a worker's InputError as an InputError holding the whole text
         worker = _worker_error(link)

@@ -49,10 +49,13 @@ def _wrapped_like_monai(cause: BaseException):
         raise RuntimeError("Failed to instantiate component 'monai.data.dataset.CacheDataset'") from exc
 
 
-def test_input_error_deep_in_the_chain_is_the_summary():
-    message = "CheckImaged, key 'image': 'a/b.nii.gz': constant volume (every voxel is 0) — a blank or failed export?"
-    exc = _raised(_wrapped_like_monai, InputError(message))
-    assert error_line(exc) == message
+def test_input_error_deep_in_the_chain_is_the_summary(tmp_path, monkeypatch):
+    message = "CheckImaged, key 'image': '{}a/b.nii.gz': constant volume (every voxel is 0) — a blank or failed export?"
+    exc = _raised(_wrapped_like_monai, InputError(message.format(f"{tmp_path}/")))
+    monkeypatch.setattr(sys, "argv", ["monai.bundle", "run"])
+    assert error_line(exc) == message.format(f"{tmp_path}/")
+    monkeypatch.setattr(sys, "argv", ["monai.bundle", "run", f"--dataset_dir={tmp_path}"])
+    assert error_line(exc) == message.format("")  # named relative to the input folder
 
 
 def test_reader_failure_names_the_file_relative_to_dataset_dir(tmp_path, monkeypatch):
@@ -197,4 +200,5 @@ def test_volume_refused_by_check_imaged_run_ends_naming_the_file(failed_runs):
     bad, code, stderr = failed_runs["constant"]
     last = stderr.strip().splitlines()[-1]
     assert code == 1, stderr[-3000:]
-    assert last.startswith(PREFIX) and bad.name in last and "constant volume" in last, stderr[-3000:]
+    assert last.startswith(PREFIX) and "'imagesTr/bad_constant.nii.gz'" in last and "constant volume" in last, last
+    assert str(bad.parent.parent) not in last
