@@ -159,7 +159,7 @@ def check_candidates(
             headers[volume] = (reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection(), reader.GetSize())
         origin, spacing, direction, size = headers[volume]
         index = _continuous_index(candidate.center_lps, origin, spacing, direction)
-        if np.any(index < -0.5) or np.any(index >= np.asarray(size) - 0.5):
+        if not np.all(np.isfinite(index)) or np.any(index < -0.5) or np.any(index >= np.asarray(size) - 0.5):
             raise InputError(
                 f"{csv_path} row {candidate.row}: candidate at LPS {candidate.center_lps} mm lies outside volume "
                 f"'{shown_path(volume, root)}' (voxel index {np.round(index, 1).tolist()}, size {list(size)}); "
