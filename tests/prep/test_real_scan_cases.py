@@ -360,3 +360,12 @@ def test_clahe_of_xray_to_png_is_recorded_and_the_bundle_skips_its_own(tmp_path,
     assert CLAHEd in steps(plain)
     # One folder holds images prepared one way: a second run without CLAHE into it is refused.
     assert command("xray_to_png").main([str(tmp_path / "raw"), "--output", str(tmp_path / "png")]) == 1
+
+
+def test_check_candidates_refuses_a_non_finite_centre_given_in_code(tmp_path):
+    from medssl3d.prep.nodule_patches import Candidate, check_candidates
+
+    volume = save(tmp_path / "volumes" / "ct_a.nii.gz", ct_volume())
+    candidate = Candidate(2, "ct_a", (float("nan"), 0.0, 0.0), 1, "p1")
+    with pytest.raises(InputError, match=r"row 2: candidate at LPS \(nan, 0.0, 0.0\) mm lies outside volume 'ct_a.nii.gz'"):
+        check_candidates([candidate], {"ct_a": volume}, "candidates.csv", root=tmp_path / "volumes")
