@@ -27,7 +27,8 @@ CT_CHAINS = {
        for b in ("genesis_ct", "masked_ct", "contrastive_ct", "rubik_ct", "rotation_ct", "multitask_ct")},
     "seg_ct/train+evaluate": (["seg_ct/configs/train.yaml", "seg_ct/configs/evaluate.yaml"], True),
     "seg_ct/inference": (["seg_ct/configs/inference.yaml"], True),
-    "nodule_cls_ct/train+evaluate": (["nodule_cls_ct/configs/train.yaml", "nodule_cls_ct/configs/evaluate.yaml"], False),
+    "nodule_cls_ct/train+evaluate": (
+        ["nodule_cls_ct/configs/train.yaml", "nodule_cls_ct/configs/evaluate.yaml"], False),
     "nodule_cls_ct/inference": (["nodule_cls_ct/configs/inference.yaml"], False),
 }
 
