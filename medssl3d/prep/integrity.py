@@ -11,7 +11,9 @@ splits (leakage). An empty datalist is an error.
 
 The modality comes from the argument, else the datalist's top-level ``"modality"`` (``"CT"``, ``"MRI"``,
 ``"XRAY"``, ``"HISTOLOGY"``, as ``make_datalist`` records it; a Decathlon ``{"0": "CT"}`` also works), else it is
-inferred from the data (CT when at least half of the volumes are plausibly HU) and the report says so.
+inferred from the data (CT when at least half of the volumes are plausibly HU) and the report says so. The
+patches of ``extract_nodule_patches`` (a datalist with ``"patch_size"``) are not tested for HU: a patch inside a
+mass holds no air; their volumes were tested at extraction.
 NIfTI files are read with nibabel, as MONAI's loader does (ITK's NIfTI reader silently turns NaN and Inf
 into 0 and zero-fills a truncated file); NRRD, MHA, PNG, TIFF … with SimpleITK. Paths are relative to the
 datalist's folder unless ``base_dir`` is given.
@@ -313,7 +315,9 @@ def check_datalist(
             by_hash[digest].append((str(item["image"]), split))
     if modality is None:
         report.modality, report.modality_source = _infer_modality(verdicts)
-    if report.modality == "CT":
+    if "patch_size" in content:  # extract_nodule_patches' datalist: a patch inside a mass holds no air
+        report.modality_source += "; patches are not tested for HU (their volumes were, at extraction)"
+    elif report.modality == "CT":
         report.issues += [Issue("error", name, hu) for name, hu in verdicts if hu]
     elif modality is None and verdicts:
         seen = report.modality_source.removeprefix("inferred from the data: ")

@@ -109,6 +109,18 @@ def test_modality_inferred_as_not_ct_warns_and_points_to_the_reexport(tmp_path):
     assert "no modality recorded" in warning.problem and "dicom_to_nifti.py" in warning.problem
 
 
+def test_nodule_patches_are_not_tested_for_hu(tmp_path):
+    """A patch cut inside a mass (soft tissue only) is real CT; its volume was tested at extraction."""
+    mass = (np.random.default_rng(0).normal(45, 12, SHAPE)).round().astype(np.int16)
+    path = cohort(tmp_path, [hu_ct(0), mass], modality="CT")
+    assert [file for file, _ in errors(check_datalist(path, progress=False))] == ["imagesTr/case_1.nii.gz"]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "patch_size": list(SHAPE)}))
+    report = check_datalist(path, progress=False)
+    assert report.ok and report.issues == []
+    assert report.modality_source == ("recorded in the datalist; patches are not tested for HU (their volumes were, "
+                                      "at extraction)")
+
+
 def _truncated(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
