@@ -167,7 +167,7 @@ def _image_problems(volume: _Volume, modality: str | None) -> list[str]:
     array, size = volume.array, tuple(int(n) for n in volume.shape)
     extra = array.shape[len(size):]  # 4D series (NIfTI) or channels (ITK vector images)
     dims = MODALITIES.get(modality or "")
-    if dims is None and len(size) == 3 and size[2] == 1:  # a 2D image stored as 3D
+    if dims != 3 and len(size) == 3 and size[2] == 1:  # a 2D image stored as 3D (one DICOM file, NIfTI)
         size = size[:2]
     if dims is not None and len(size) != dims:
         return [f"image of shape {_x(size)} has {len(size)} spatial dimension(s), {dims} expected for {modality}"]
