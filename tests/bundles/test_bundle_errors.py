@@ -200,5 +200,6 @@ def test_volume_refused_by_check_imaged_run_ends_naming_the_file(failed_runs):
     bad, code, stderr = failed_runs["constant"]
     last = stderr.strip().splitlines()[-1]
     assert code == 1, stderr[-3000:]
-    assert last.startswith(PREFIX) and "'imagesTr/bad_constant.nii.gz'" in last and "constant volume" in last, last
+    assert last.startswith(f"{PREFIX}CheckImaged, key 'image': 'imagesTr/bad_constant.nii.gz': "), last
+    assert "constant" in last, last
     assert str(bad.parent.parent) not in last
