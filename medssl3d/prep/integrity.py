@@ -235,7 +235,7 @@ def _inspect(
         digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode() + array.tobytes()).hexdigest()
         problems = _image_problems(image, modality)
         issues += [Issue("error", image_name, p) for p in problems]
-        if not problems and modality in (None, "CT") and len(image.shape) == 3:
+        if not problems and modality in (None, "CT") and len(image.shape) == 3 and min(image.shape) > 1:
             hu = hu_problem(array) or ""
     if "label" in item:
         label_name = str(item["label"])
