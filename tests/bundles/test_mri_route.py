@@ -44,7 +44,7 @@ NODULE = COMMON
 # name: (bundle, overrides, pretrained export or None); each trains 2 iterations on the 2 training volumes
 TRAINS = {
     "genesis": ("genesis_ct", {**COMMON, "epochs": 1, "batch_size": 1, "crops_per_volume": 2,
-                               "crop_size": [32, 32, 16], "min_input_size": 16, "checkpoint_every": 1}, None),
+                               "crop_size": [32, 32, 16], "min_input_size": 16}, None),
     "seg": ("seg_ct", {**SEG, "epochs": 1, "batch_size": 1, "crops_per_volume": 2}, "ct_export"),
     "nodule": ("nodule_cls_ct", {**NODULE, "epochs": 2, "batch_size": 2}, "mri_export"),
 }
@@ -149,7 +149,6 @@ def test_pretraining_on_mri_records_the_preparation(trains, data):
     _, metadata = read_encoder_export(out / "encoder.pt")
     assert {key: metadata[key] for key in MRI_INPUTS} == MRI_INPUTS
     assert metadata["patch_size"] == [32, 32, 16] and metadata["method"] == "ModelsGenesis"
-    assert sorted(p.name for p in out.glob("encoder_*.pt"))  # periodic exports carry the same metadata
     parser = ConfigParser(ConfigParser.load_config_files(_configs("seg_ct", "train")))
     assert preparation_differences(metadata, parser.get_parsed_content("prepared_inputs")) == [], \
         "seg_ct with the switch prepares what an MRI-pretrained encoder saw"
