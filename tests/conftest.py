@@ -32,6 +32,20 @@ def _fresh_process_state():
     os.chdir(cwd)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _delete_weight_files(request, tmp_path_factory):
+    """Delete the ``*.pt`` files (checkpoints, models, encoder exports: 50-300 MB each for a 3D ResNet-10) that a
+    test module wrote under pytest's temporary folder once the module is done and its tests have checked them, so
+    the suite leaves little on disk; a module with a failed test keeps them for a look."""
+    basetemp = tmp_path_factory.getbasetemp()
+    before, failed = set(basetemp.iterdir()), request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for folder in set(basetemp.iterdir()) - before:
+            for path in folder.rglob("*.pt"):
+                path.unlink(missing_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def _config_home(tmp_path_factory, monkeypatch):
     """What a command keeps in the user's config folder (dicom_to_nifti's site salt) goes to a temporary one."""
