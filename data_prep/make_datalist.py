@@ -13,7 +13,8 @@ else --patient-regex over the file name (group 'patient', else group 1), else th
 dicom_to_nifti sidecars (<stem>.json beside each image). Without any of them the command refuses to split
 (images of one patient would land on both sides) unless --no-grouping says every image is its own patient.
 Masks match an image by the same stem or the stem plus _label, _labels, _seg, _mask, -label, -labels, -seg or
--mask (ct_01.nii.gz <-> ct_01_seg.nii.gz). The datalist records "modality" from --modality, else from the
+-mask (ct_01.nii.gz <-> ct_01_seg.nii.gz); a stem ending in _image or _img may swap it for the suffix
+(brain1_image.nrrd <-> brain1_label.nrrd), and masks may share the images' folder. The datalist records "modality" from --modality, else from the
 sidecars' DICOM Modality (CT, MR -> MRI, CR/DX -> XRAY) or the folder's preprocessing.json; unknown: left out.
 Load a list with monai.data.load_decathlon_datalist(JSON, data_list_key="training_10pct").
 See medssl3d/prep/datalist.py and docs/data_prep_2d_and_datalists.md.

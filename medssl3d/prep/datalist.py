@@ -22,8 +22,10 @@ name, or the ``patient_group`` of the conversion sidecars (``<stem>.json`` besid
 is a different patient.
 
 Masks: the mask of image ``<stem>`` is the file in the masks folder named ``<stem>`` or ``<stem>`` followed by
-one of :data:`MASK_SUFFIXES` (``ct_01.nii.gz`` ↔ ``ct_01_seg.nii.gz``); two candidates for one image is an
-error.
+one of :data:`MASK_SUFFIXES` (``ct_01.nii.gz`` ↔ ``ct_01_seg.nii.gz``); an image stem ending in ``_image``/``_img``
+may swap that ending for the mask suffix (``brain1_image.nrrd`` ↔ ``brain1_label.nrrd``). Images and masks may
+share one folder: files with a mask suffix found there are masks, not images. Two candidates for one image is
+an error.
 
 Stratification: patients of each class are shuffled (by ``seed``) and interleaved evenly into one order,
 so every contiguous run of it holds each class in proportion (±1 patient). The splits are consecutive runs
@@ -67,6 +69,7 @@ SPLITS = ("training", "validation", "test")
 DEFAULT_SPLIT = (0.7, 0.1, 0.2)
 DEFAULT_LABEL_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MASK_SUFFIXES = ("_label", "_labels", "_seg", "_mask", "-label", "-labels", "-seg", "-mask")
+IMAGE_STEM_SUFFIXES = ("_image", "_img", "-image", "-img")  # brain1_image ↔ brain1_label
 MODALITIES = ("CT", "MRI", "XRAY", "HISTOLOGY")
 DICOM_MODALITIES = {"CT": "CT", "MR": "MRI", "CR": "XRAY", "DX": "XRAY"}  # DICOM Modality → datalist modality
 PREPROCESSING_FILE = "preprocessing.json"  # written into an output folder by xray_to_png
@@ -129,15 +132,37 @@ def _class_indices(values: Sequence[str]) -> dict[str, int]:
         return {value: index for index, value in enumerate(unique)}
 
 
+def _mask_names(stem: str) -> tuple[str, ...]:
+    """The mask file stems that belong to image ``stem``: itself, and its base + each :data:`MASK_SUFFIXES`
+    suffix, where the base is ``stem`` without an :data:`IMAGE_STEM_SUFFIXES` suffix (``brain1_image`` →
+    ``brain1_label``) or ``stem`` itself (``ct_01`` → ``ct_01_seg``)."""
+    bases = [stem] + [stem[: -len(s)] for s in IMAGE_STEM_SUFFIXES if stem.endswith(s) and len(stem) > len(s)]
+    return tuple(dict.fromkeys([stem, *(base + s for base in bases for s in MASK_SUFFIXES)]))
+
+
+def _is_mask_name(stem: str) -> bool:
+    return stem.endswith(MASK_SUFFIXES)
+
+
+def _separate_masks(images: dict[str, Path], masks: dict[str, Path]) -> dict[str, Path]:
+    """``images`` without the files that are also in ``masks`` and carry a mask suffix.
+
+    Images and masks often share one folder (``brain1_image.nrrd`` beside ``brain1_label.nrrd``); a file found
+    in both scans is a mask when its stem ends with a :data:`MASK_SUFFIXES` suffix, an image otherwise.
+    """
+    mask_files = {path.resolve() for path in masks.values()}
+    return {stem: path for stem, path in images.items() if not (path.resolve() in mask_files and _is_mask_name(stem))}
+
+
 def _match_masks(images: dict[str, Path], masks: dict[str, Path], masks_dir, images_dir) -> dict[str, Path]:
-    """The mask of each image: stem, or stem + one of :data:`MASK_SUFFIXES`; exactly one candidate each."""
+    """The mask of each image (see :func:`_mask_names`); exactly one candidate each, never the image itself."""
     matched = {}
     for stem, path in images.items():
-        candidates = [masks[name] for name in (stem, *(stem + s for s in MASK_SUFFIXES)) if name in masks]
+        candidates = [masks[name] for name in _mask_names(stem) if name in masks and masks[name].resolve() != path.resolve()]
         if not candidates:
             raise InputError(
                 f"{_shown(path, images_dir)}: no mask named '{stem}' or '{stem}_label/_seg/_mask' (also _labels, "
-                f"-label, -seg, -mask) in '{masks_dir}'."
+                f"-label, -seg, -mask; an '_image' suffix may be replaced by them) in '{masks_dir}'."
             )
         if len(candidates) > 1:
             names = " and ".join(f"'{_shown(c, masks_dir)}'" for c in candidates)
@@ -247,7 +272,13 @@ def collect_items(
             column, regex, or the sidecars' ``patient_group``) is required.
     """
     images = scan_images(images_dir)
-    masks = _match_masks(images, scan_images(masks_dir), masks_dir, images_dir) if masks_dir is not None else None
+    masks = None
+    if masks_dir is not None:
+        mask_files = scan_images(masks_dir)
+        images = _separate_masks(images, mask_files)
+        if not images:
+            raise InputError(f"{images_dir}: every file has a mask suffix ({', '.join(MASK_SUFFIXES)}); no images left.")
+        masks = _match_masks(images, mask_files, masks_dir, images_dir)
     rows, has_patient, has_label = {}, False, False
     if table is not None:
         rows, has_patient, has_label = _read_table(Path(table), image_column, patient_column, label_column)

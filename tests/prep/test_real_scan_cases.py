@@ -369,3 +369,16 @@ def test_check_candidates_refuses_a_non_finite_centre_given_in_code(tmp_path):
     candidate = Candidate(2, "ct_a", (float("nan"), 0.0, 0.0), 1, "p1")
     with pytest.raises(InputError, match=r"row 2: candidate at LPS \(nan, 0.0, 0.0\) mm lies outside volume 'ct_a.nii.gz'"):
         check_candidates([candidate], {"ct_a": volume}, "candidates.csv", root=tmp_path / "volumes")
+
+
+def test_images_and_masks_in_one_folder_pair_image_and_label_stems(tmp_path):
+    # brain1_image.nrrd beside brain1_label.nrrd: the label files are masks, not images, and never their own mask
+    for name in ("brain1_image", "brain1_label", "brain2_image", "brain2_label"):
+        (tmp_path / f"{name}.nrrd").write_bytes(b"v")
+    items, _ = collect_items(tmp_path, tmp_path, relative_to=tmp_path, no_grouping=True)
+    assert [(item["image"], item["label"]) for item in items] == [
+        ("brain1_image.nrrd", "brain1_label.nrrd"), ("brain2_image.nrrd", "brain2_label.nrrd")
+    ]
+    (tmp_path / "brain3_image.nrrd").write_bytes(b"v")
+    with pytest.raises(InputError, match=r"brain3_image.nrrd: no mask"):
+        collect_items(tmp_path, tmp_path, no_grouping=True)
