@@ -170,6 +170,7 @@ def cached_dataset(
     spatial_size: Sequence[int] | int | None = None,
     num_workers: int | None = 1,
     name: str = "dataset",
+    progress: bool = False,
 ) -> Dataset:
     """A MONAI dataset over ``data`` whose deterministic preprocessing (``transform`` up to its first random
     transform) is cached as ``policy`` says; prints the choice and why.
@@ -181,6 +182,7 @@ def cached_dataset(
     cache_rate: at most this fraction is cached in RAM (0: no caching at all, whatever the policy).
     spacing / spatial_size: the target spacing (mm) or the fixed size the chain produces, for the estimate.
     name: how the message names this dataset (``training``, ``validation``).
+    progress: CacheDataset's progress bar while it fills the RAM cache.
 
     Bundle YAML::
 
@@ -220,7 +222,7 @@ def cached_dataset(
     else:
         _say(f"{name}: caching {count} of {len(data)} items in RAM (CacheDataset), the rest is read every epoch: "
              f"{size}, more than the RAM budget of {_gb(budget)} ({origin}); set cache_dir to cache on disk")
-    return CacheDataset(data, transform, cache_num=count, num_workers=num_workers, progress=False)
+    return CacheDataset(data, transform, cache_num=count, num_workers=num_workers, progress=progress)
 
 
 def _gb(n: float) -> str:
