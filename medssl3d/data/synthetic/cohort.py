@@ -105,10 +105,12 @@ def _check_size(modality: str, size: tuple, spacing: tuple | None) -> None:
         )
 
 
-def _write_case(modality: str, name: str, index_class: int, size, spacing, rng, root: Path) -> tuple[dict, list]:
+def _write_case(
+    modality: str, name: str, index_class: int, size, spacing, rng, root: Path, nodule_scale: float = 1.0
+) -> tuple[dict, list]:
     """Synthesize and write one case; return its datalist item and its nodule (CT) or box (X-ray) CSV rows."""
     if modality == "ct":
-        phantom = synth_ct(size, spacing, rng)
+        phantom = synth_ct(size, spacing, rng, nodule_scale=nodule_scale)
         _save_nifti(phantom.image, phantom.affine_ras, root / "imagesTr" / f"{name}.nii.gz")
         _save_nifti(phantom.label, phantom.affine_ras, root / "labelsTr" / f"{name}.nii.gz")
         rows = [[name, *n.center_lps_mm, n.diameter_mm, n.nodule_class] for n in phantom.nodules]
@@ -144,11 +146,13 @@ def synthesize_cohort(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    nodule_scale: float = 1.0,
 ) -> Path:
     """Write ``n`` synthetic cases of ``modality`` and their datalist to ``out``; return the datalist path.
 
     The cohort is a pure function of (modality, n, size, spacing, seed). Classes are balanced (a seeded
-    shuffle of alternating labels) for MRI, X-ray and histology.
+    shuffle of alternating labels) for MRI, X-ray and histology. ``nodule_scale`` (CT) multiplies every nodule
+    radius, e.g. 2 for nodules large enough to detect on small phantoms.
     """
     size, spacing = _resolve(modality, size, spacing)
     if n < 1:
@@ -166,7 +170,7 @@ def synthesize_cohort(
         for index in tqdm(range(n), desc=f"synth {modality}", disable=not progress):
             name = f"{modality}_{index:04d}"
             rng = np.random.default_rng([seed, index])
-            item, rows = _write_case(modality, name, int(classes[index]), size, spacing, rng, staging)
+            item, rows = _write_case(modality, name, int(classes[index]), size, spacing, rng, staging, nodule_scale)
             items.append({**item, "patient_id": name})
             box_rows.extend(rows)
         order = cohort_rng.permutation(n)
