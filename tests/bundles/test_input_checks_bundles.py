@@ -70,7 +70,7 @@ def test_reference_ct_chain_checks_hu_after_ensure_channel_first():
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "preprocessing" / "ct.yaml"))
     steps = parser["preprocessing"]
-    index = [s["_target_"] for s in steps].index("EnsureChannelFirstd")
+    index = [s["_target_"] if isinstance(s, dict) else s for s in steps].index("EnsureChannelFirstd")
     assert steps[index + 1] == {"_target_": "medssl3d.transforms.CheckImaged", "keys": "@image_key", "modality": "CT"}
 
 
