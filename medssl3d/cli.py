@@ -1,17 +1,32 @@
-"""The ``medssl3d`` command: ``synth``, ``preprocess``, ``demo``, ``evaluate`` and ``sweep``.
+"""The ``medssl3d`` command: ``synth``, ``preprocess``, ``demo``, ``evaluate``, ``sweep`` and the data
+preparation commands (``dicom-to-nifti``, ``make-datalist`` …).
 
 Errors a user can fix (bad arguments, unwritable folders, sizes too small) print one line and exit with
-status 2; ``--debug`` shows the full traceback instead.
+status 2; ``--debug`` shows the full traceback instead. A data preparation command runs the script of the
+same name in the clone's ``data_prep/`` folder, with that script's own options and exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["DATA_PREP_COMMANDS", "main"]
+
+# data preparation (offline, files -> files): command -> what it does; `medssl3d <command>` runs data_prep/<file>.py
+DATA_PREP_COMMANDS = {
+    "dicom-to-nifti": "DICOM series -> NIfTI in HU with a sidecar free of patient identifiers",
+    "xray-to-png": "radiographs (DICOM/PNG/NIfTI) -> 16-bit PNG, optional CLAHE",
+    "tile-histology": "histology slides -> tiles, optional Macenko stain normalisation",
+    "medmnist": "a MedMNIST .npz -> images + datalist with the official splits",
+    "resample": "images (linear/B-spline) and label maps (nearest) -> a target spacing",
+    "extract-nodule-patches": "CT volumes + a LUNA16-style candidate CSV -> nodule patches + datalist",
+    "make-datalist": "a folder of images -> datalist JSON with patient-level splits and label fractions",
+    "check-dataset": "a datalist -> report of unreadable, non-finite, non-HU or mismatched files",
+}
 
 def _add_synth(subparsers) -> None:
     from .data.synthetic import DEFAULT_SIZES, DEFAULT_SPACINGS, MODALITIES
@@ -111,6 +126,34 @@ def _add_sweep(subparsers) -> None:
     add_parser(subparsers)
 
 
+def _data_prep_script(command: str) -> Path:
+    path = Path(__file__).resolve().parents[1] / "data_prep" / f"{command.replace('-', '_')}.py"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{path}' was not found; install medssl3d from a clone with 'pip install -e .' so that data_prep/ "
+            "sits beside the package."
+        )
+    return path
+
+
+def run_data_prep(command: str, argv: list[str]) -> int:
+    """Run ``data_prep/<command>.py`` with ``argv`` (its own options); return its exit status."""
+    path = _data_prep_script(command)
+    spec = importlib.util.spec_from_file_location(f"medssl3d_data_prep_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    program, sys.argv[0] = sys.argv[0], f"medssl3d {command}"  # the usage line names the command
+    try:
+        return module.main(argv)
+    finally:
+        sys.argv[0] = program
+
+
+def _add_data_prep(subparsers) -> None:
+    for command, summary in DATA_PREP_COMMANDS.items():  # listed in --help; main() hands their arguments over
+        subparsers.add_parser(command, help=f"data preparation: {summary}", add_help=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medssl3d", description="Self-supervised pretraining of medical image encoders with MONAI."
@@ -122,10 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(subparsers)
     _add_evaluate(subparsers)
     _add_sweep(subparsers)
+    _add_data_prep(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = argv[:1] == ["--debug"]
+    if argv[debug:debug + 1] and argv[debug] in DATA_PREP_COMMANDS:
+        try:
+            script = _data_prep_script(argv[debug])
+        except FileNotFoundError as err:
+            print(f"medssl3d {argv[debug]}: error: {err}", file=sys.stderr)
+            return 2
+        return run_data_prep(script.stem.replace("_", "-"), argv[debug + 1:] + (["--debug"] if debug else []))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
