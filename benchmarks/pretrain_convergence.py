@@ -234,8 +234,8 @@ def run_method(name: str, train_data: list[dict], probe: torch.Tensor, args, wor
     optimizer = build_optimizer("adamw", method.parameters(), args.lr, 1e-5)
     scheduler = warmup_cosine_schedule(optimizer, min(args.warmup, args.iterations), args.iterations)
     trainer = build_trainer(method, loader, optimizer, workdir / name, max_iterations=args.iterations,
-                            scheduler=scheduler, checkpoint_every=10**9, resume=False, log_every=10**9,
-                            spread_key=None, progress_bar=False)
+                            scheduler=scheduler, checkpointing={"every": 10**9, "resume": False},
+                            monitoring={"log_every": 10**9, "spread_key": None, "progress_bar": False})
     losses: list[float] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"]))
     start = time.perf_counter()

@@ -301,7 +301,7 @@ def bench_step(quick: bool) -> dict:
     beside = BareLoopBeside(total)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(  # bundle defaults otherwise: log_every 10, spread every 100, progress bar
-            method, _step_loader(batch, crop), optimizer, tmp, max_iterations=total, resume=False,
+            method, _step_loader(batch, crop), optimizer, tmp, max_iterations=total, checkpointing={"resume": False},
             scheduler=warmup_cosine_schedule(optimizer, min(500, total), total), handlers=[beside],
         )
         with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):  # the progress bar still renders

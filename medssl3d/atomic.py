@@ -1,7 +1,10 @@
 """Atomic file and folder output: write to a temporary sibling, then rename it over the destination.
 
 A reader (or a crash) sees either the old complete file or folder or the new complete one, never a partial
-one: ``os.replace`` is atomic within one file system, which a temporary sibling guarantees.
+one: ``os.replace`` is atomic within one file system, which a temporary sibling guarantees. The file's data is
+synced before the rename and the folder's entry after it, so a power loss cannot leave the new name pointing at
+unwritten data. :func:`atomic_path` is the one writer every output of the package goes through (images,
+datalists, checkpoints, encoder exports).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_folder", "atomic_path", "write_json_atomic"]
+__all__ = ["PARTIAL_SUFFIX", "atomic_folder", "atomic_path", "remove_partial_files", "write_json_atomic"]
+
+PARTIAL_SUFFIX = ".partial"
 
 
 def _umask() -> int:
@@ -25,12 +30,29 @@ def _umask() -> int:
     return mask
 
 
+def _sync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder's entries) to disk; file systems that refuse it for folders are let be."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # e.g. a folder on a file system without directory fsync: the rename is atomic all the same
+    finally:
+        os.close(handle)
+
+
 @contextmanager
-def atomic_path(destination: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; on success rename it to ``destination``.
+def atomic_path(destination: str | os.PathLike, overwrite: bool = True, keep_suffix: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; on success sync it, rename it to ``destination`` and sync
+    the folder.
 
     The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png`` …) so writers that pick a
-    format from the extension work unchanged. On any exception the temporary file is removed and the
+    format from the extension work unchanged; with ``keep_suffix=False`` it ends in ``.partial`` instead, so a
+    temporary left by a killed process never matches the destination's pattern (``checkpoint_*.pt``) and
+    :func:`remove_partial_files` can clear it. On any exception the temporary file is removed and the
     destination is untouched. With ``overwrite=False`` an existing destination raises ``FileExistsError``.
 
     Example::
@@ -42,17 +64,28 @@ def atomic_path(destination: str | os.PathLike, overwrite: bool = True) -> Itera
     if not overwrite and destination.exists():
         raise FileExistsError(f"'{destination}' exists; pass --overwrite to replace it.")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(destination.suffixes)
-    handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=f".tmp{suffix}", dir=destination.parent)
+    suffix = f".tmp{''.join(destination.suffixes)}" if keep_suffix else PARTIAL_SUFFIX
+    handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent)
     os.close(handle)
     temporary = Path(name)
     try:
         yield temporary
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        _sync(temporary)
         os.replace(temporary, destination)
+        _sync(destination.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.<random>.partial`` temporaries that killed writers (``keep_suffix=False``) left in
+    ``directory``; return them."""
+    stale = sorted(Path(directory).glob(f".*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json_atomic(data: Any, destination: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -60,8 +93,6 @@ def write_json_atomic(data: Any, destination: str | os.PathLike, overwrite: bool
     with atomic_path(destination, overwrite=overwrite) as temporary:
         with open(temporary, "w") as handle:
             json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
     return Path(destination)
 
 
@@ -96,6 +127,7 @@ def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> It
         yield staging
         if not destination.exists():
             os.replace(staging, destination)
+            _sync(destination.parent)
             return
         old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
         os.replace(destination, old / "previous")
@@ -104,6 +136,8 @@ def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> It
         except BaseException:
             os.replace(old / "previous", destination)  # put the previous folder back
             raise
+        else:
+            _sync(destination.parent)
         finally:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -90,7 +90,7 @@ def pretrain_genesis(settings: CTDemoSettings, dataset_dir: Path, output_dir: Pa
         cache_rate=1.0, pixdim=list(settings.spacing), ct_windows={"demo": list(settings.window)}, ct_window="demo",
         warmup_iterations=max(1, iterations // 10), checkpoint_every=iterations, log_every=10,
         seed=settings.seed, resume=False, device=f"$torch.device('{settings.device.type}')",
-        **{"train#trainer#progress_bar": sys.stdout.isatty()},  # no carriage returns in a log file
+        **{"train#trainer#monitoring#progress_bar": sys.stdout.isatty()},  # no carriage returns in a log file
     )
     workflow.initialize()
     workflow.run()
@@ -173,7 +173,7 @@ def fine_tune_sweep(settings: CTDemoSettings, encoder_export: Path, patches: dic
 
 def _embeddings(encoder_export: Path, images: np.ndarray, classes: np.ndarray, device: torch.device) -> np.ndarray:
     """Frozen pretrained-encoder embeddings of ``images`` (for the t-SNE plot)."""
-    from medssl3d.engine import load_encoder_export
+    from medssl3d.encoder_export import load_encoder_export
     from medssl3d.evaluation import extract_features
 
     encoder, _ = load_encoder_export(encoder_export)

@@ -23,8 +23,8 @@ encoder on RGB (histology) input or back.
   response); ``n -> 1`` sums them (a grey image gives exactly the ``n``-channel encoder's response to it
   replicated to ``n`` channels).
 
-Both write a new encoder export (:mod:`medssl3d.engine.export` format) that
-:func:`medssl3d.engine.load_encoder_export` and :func:`medssl3d.transfer.build_classifier` accept.
+Both write a new encoder export (:mod:`medssl3d.encoder_export` format) that
+:func:`medssl3d.encoder_export.load_encoder_export` and :func:`medssl3d.transfer.build_classifier` accept.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from torch import nn
 
-from medssl3d.engine import INPUT_KEYS, export_encoder, read_encoder_export
+from medssl3d.encoder_export import INPUT_KEYS, export_encoder, read_encoder_export
 from medssl3d.networks import Encoder, build_encoder
 
 __all__ = ["COLLAPSE_MODES", "adapt_in_channels", "collapse_export_to_2d"]

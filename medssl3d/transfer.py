@@ -1,6 +1,6 @@
 """Encoder export -> downstream network: a classifier on the pooled embedding, or a FlexibleUNet segmenter.
 
-The pretrained encoder is loaded by path (:mod:`medssl3d.engine.export` format) with its metadata checked
+The pretrained encoder is loaded by path (:mod:`medssl3d.encoder_export` format) with its metadata checked
 against the network it goes into, and a :class:`TransferReport` says which tensors were loaded. Given how the
 downstream run prepares its inputs (``prepared_inputs``), a preparation that differs from the export's (modality,
 intensity window or percentiles, spacing, orientation) is warned about once, naming both:
@@ -29,7 +29,7 @@ import torch
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
-from medssl3d.engine.export import PREPARATION_KEYS, describe_inputs, read_encoder_export
+from medssl3d.encoder_export import PREPARATION_KEYS, describe_inputs, read_encoder_export
 from medssl3d.networks import (
     ClassificationHead,
     DenseNetEncoder,
@@ -82,7 +82,7 @@ def _same(a, b) -> bool:
 
 
 def preparation_differences(exported: dict, prepared: dict) -> list[str]:
-    """The :data:`~medssl3d.engine.export.PREPARATION_KEYS` whose values differ between an export's metadata and
+    """The :data:`~medssl3d.encoder_export.PREPARATION_KEYS` whose values differ between an export's metadata and
     a downstream run's ``prepared`` inputs; a key the export leaves None (unknown, or written before it was
     recorded) or the run does not state is not compared."""
     return [key for key in PREPARATION_KEYS if exported.get(key) is not None and key in prepared

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medssl3d.engine.export import (
+from medssl3d.encoder_export import (
     export_encoder,
     load_encoder_export,
     read_encoder_export,

@@ -8,7 +8,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from medssl3d.detection.network import build_detector
-from medssl3d.engine.export import export_encoder
+from medssl3d.encoder_export import export_encoder
 from medssl3d.networks import build_encoder
 from medssl3d.transfer import build_classifier, build_segmenter, pretrained_export
 

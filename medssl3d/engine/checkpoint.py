@@ -22,12 +22,18 @@ its own file, written at the end of training). Only the newest ``keep_last`` per
 Under DDP only rank 0 writes; every rank reads ``checkpoint_last.pt`` on resume, after checking that all of
 them see the same file (the output folder must be shared by all nodes).
 
+One mechanism serves pretraining and fine-tuning: :class:`ResumableCheckpoint` holds the files, the retention,
+the once-per-iteration rank-0 save, the choice of the file to resume from (the same on every rank), its format
+and ``epoch_length`` checks and the resume message; :class:`TrainingCheckpoint` (the pretraining trainer) and
+:class:`medssl3d.engine.resume.SupervisedResume` (MONAI's ``SupervisedTrainer``) say only what their state holds
+and how it is restored.
+
 Why not MONAI's ``CheckpointSaver``/``CheckpointLoader``: they save ``state_dict()`` of given objects through
 ignite's ``Checkpoint``, which has no place for the RNG states, the epoch-start RNG snapshot and pending
-gradients that an exact resume needs, and does not give a clear message for a corrupt file. Files are written
-to a temporary ``.<name>.<random>.partial`` beside the destination, synced and renamed over it, so a kill never
-leaves a partial ``*.pt`` (not :func:`medssl3d.atomic.atomic_path`, whose temporary keeps the ``.pt`` suffix);
-the ``.partial`` left by a kill are removed when training starts again.
+gradients that an exact resume needs, and does not give a clear message for a corrupt file. Files go through
+:func:`medssl3d.torch_files.torch_save_atomic` (a synced ``.<name>.<random>.partial`` temporary renamed over the
+destination, see :mod:`medssl3d.atomic`), so a kill never leaves a partial ``*.pt``; the ``.partial`` left by a
+kill are removed when training starts again.
 """
 
 from __future__ import annotations
@@ -35,14 +41,11 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import shutil
 import sys
-import tempfile
 import types
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,70 +56,44 @@ from ignite.engine import Engine, Events
 from monai.transforms import Randomizable
 from torch import nn
 
+from medssl3d.atomic import atomic_path, remove_partial_files
+from medssl3d.distributed import is_main_process, rank_and_world_size
 from medssl3d.errors import InputError
-from medssl3d.losses.gather import rank_and_world_size
+from medssl3d.torch_files import safe_torch_load, torch_save_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "ResumableCheckpoint",
     "TrainingCheckpoint",
     "capture_rng_state",
     "announce",
     "check_keep_last",
-    "is_main_process",
     "keep_newest",
     "load_checkpoint",
     "newest_checkpoint",
+    "parse_flag",
     "plain_settings",
-    "remove_partial_files",
+    "read_checkpoint",
     "restore_rng_state",
     "resume_message",
-    "safe_torch_load",
     "save_periodic",
     "settings_differences",
-    "torch_save_atomic",
     "transform_random_states",
 ]
 
 CHECKPOINT_FORMAT = "medssl3d-training-checkpoint-v1"
 _KEYS = ("iteration", "epoch", "epoch_length", "model", "optimizer", "scheduler", "scaler", "grads", "rng", "epoch_rng")
-_PARTIAL = ".partial"
 
 
-def is_main_process() -> bool:
-    """True on DDP rank 0 and when no process group is initialised: the process that writes files."""
-    return rank_and_world_size()[0] == 0
-
-
-@contextmanager
-def _partial_path(destination: Path) -> Iterator[Path]:
-    """A temporary ``.<name>.<random>.partial`` beside ``destination``, renamed over it when the block succeeds."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=_PARTIAL, dir=destination.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.replace(temporary, destination)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through a synced temporary ``.partial`` file renamed over it."""
-    with _partial_path(Path(path)) as temporary, open(temporary, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return Path(path)
-
-
-def remove_partial_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary ``.<name>.pt.<random>.partial`` files that killed writers left in ``directory``."""
-    stale = sorted(Path(directory).glob(f".*.pt.*{_PARTIAL}"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+def parse_flag(value: Any, name: str) -> bool:
+    """A switch given as a bool, 0/1, or a command-line string: ``monai.bundle run --resume false`` passes the
+    string ``'false'``, which Python would take as true. ``name`` (e.g. ``"build_trainer: resume"``) is named
+    in the error."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def check_keep_last(keep_last: Any, name: str) -> int | None:
@@ -149,7 +126,7 @@ def save_periodic(state: dict, directory: str | os.PathLike, iteration: int, kee
     of the two files, which :func:`newest_checkpoint` finds."""
     directory = Path(directory)
     path = torch_save_atomic(state, directory / f"checkpoint_{iteration:08d}.pt")
-    with _partial_path(directory / "checkpoint_last.pt") as temporary:  # a hard link costs no second write
+    with atomic_path(directory / "checkpoint_last.pt", keep_suffix=False) as temporary:  # a link: no second write
         temporary.unlink()
         try:
             os.link(path, temporary)
@@ -249,32 +226,6 @@ def announce(logger: logging.Logger, text: str) -> None:
         print(text, flush=True)
 
 
-def safe_torch_load(path: str | os.PathLike, what: str, advice: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU; any failure becomes one ValueError naming ``what`` and the
-    file, saying whether it is truncated/corrupt or holds pickled Python objects, and ending with ``advice``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{what} '{path}' does not exist. {advice}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        message = str(exc)
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if refused:
-            raise ValueError(
-                f"{what} '{path}' holds a pickled Python object ({refused.group(1)}) that safe loading "
-                "(weights_only=True) refuses, since unpickling it could run arbitrary code; medssl3d files hold only "
-                f"tensors, numbers, strings, lists and dicts. {advice}"
-            ) from exc
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)  # torch's own text suggests unsafe loading
-        reason = detail.group(1) if detail else (message.strip().splitlines() or [type(exc).__name__])[0]
-        reason = reason.strip().split(". ")[0].rstrip(".")  # the first sentence
-        raise ValueError(
-            f"{what} '{path}' cannot be read: the file is truncated, corrupt or not written by torch.save "
-            f"({type(exc).__name__}: {reason}). {advice}"
-        ) from exc
-
-
 _LEAVES = (torch.Tensor, np.ndarray, str, bytes, int, float, complex, type, types.ModuleType, types.FunctionType)
 _SHARED_STATE = "monai.transforms.Randomizable.R"  # the class-level RandomState of never-seeded MONAI transforms
 
@@ -365,18 +316,139 @@ def restore_rng_state(state: dict, data_loader: Any = None) -> None:
             random_state.set_state(_numpy_tuple(saved[path]))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a training checkpoint safely (``weights_only=True``); a ValueError names the file and the problem."""
-    advice = "Delete it, or train with resume=False (bundles: --resume false) or another output folder."
-    data = safe_torch_load(path, "Training checkpoint", advice)
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+def read_checkpoint(path: str | os.PathLike, file_format: str, what: str, keys: Iterable[str], advice: str) -> dict:
+    """Read a checkpoint safely (``weights_only=True``) and check its ``format`` and ``keys``; one ValueError
+    names ``what``, the file and the problem and ends with ``advice``."""
+    data = safe_torch_load(path, what, advice)
+    if not isinstance(data, dict) or data.get("format") != file_format:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"'{path}' is not a medssl3d training checkpoint: expected format "
-                         f"{CHECKPOINT_FORMAT!r}, found {found!r}. {advice}")
-    missing = [key for key in _KEYS if key not in data]
+        raise ValueError(f"'{path}' is not a medssl3d {what.lower()}: expected format {file_format!r}, found "
+                         f"{found!r}. {advice}")
+    missing = [key for key in keys if key not in data]
     if missing:
-        raise ValueError(f"Training checkpoint '{path}' lacks entries {missing}. {advice}")
+        raise ValueError(f"{what} '{path}' lacks entries {missing}. {advice}")
     return data
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a pretraining checkpoint (:class:`TrainingCheckpoint`); a ValueError names the file and the problem."""
+    return read_checkpoint(path, CHECKPOINT_FORMAT, TrainingCheckpoint.what, _KEYS, TrainingCheckpoint.advice)
+
+
+class ResumableCheckpoint:
+    """Ignite handler base: full training state to ``<directory>/checkpoint_<iteration>.pt`` (every ``every``
+    iterations, with ``checkpoint_last.pt`` a hard link to the newest; :func:`save_periodic`) and
+    ``checkpoint_last.pt`` at the end, and resume from the newest of them when training starts.
+
+    What is shared by every trainer lives here: one save per iteration, written by DDP rank 0 only; the removal of
+    the ``.partial`` files killed writers left; the file to resume from (:func:`newest_checkpoint`, the same on
+    every rank); the checks of its ``format`` and ``epoch_length``; the engine's iteration and epoch; the resume
+    message (:func:`resume_message`, with the run ``settings`` that changed). A subclass sets ``format``,
+    ``what``, ``keys`` and ``advice``, attaches its events and implements :meth:`state` and :meth:`restore`.
+
+    Args:
+        directory: output folder of the checkpoints.
+        every: iterations between periodic checkpoints.
+        n_saved: periodic checkpoints kept, oldest deleted first (0: only ``checkpoint_last.pt``; ``None``: all);
+            a bundle's ``keep_last_checkpoints``.
+        resume: load the newest checkpoint when the engine starts, if there is one (a bool, 0/1 or
+            ``"true"``/``"false"``).
+        settings: the run's settings (a bundle's ``run_settings``: plain values), stored in each checkpoint and
+            compared on resume.
+    """
+
+    format = ""
+    what = "Checkpoint"
+    keys: tuple[str, ...] = ()
+    advice = "Delete it, or train with --resume false or another output_dir."
+
+    def __init__(self, directory: str | os.PathLike, every: int = 1000, n_saved: int | None = None,
+                 resume: bool | str = True, settings: dict | None = None) -> None:
+        name = type(self).__name__
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"{name}: every must be a positive int, got {every!r}.")
+        self.directory = Path(directory)
+        self.every, self.resume = every, parse_flag(resume, f"{name}: resume")
+        self.n_saved = check_keep_last(n_saved, f"{name}: n_saved")
+        self.settings = plain_settings(settings)
+        self._saved_iteration: int | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.directory / "checkpoint_last.pt"
+
+    def state(self, engine: Engine) -> dict:
+        """What the trainer needs to continue, beyond ``format``/``settings``/``iteration``/``epoch_length``."""
+        raise NotImplementedError
+
+    def restore(self, engine: Engine, data: dict, path: Path) -> None:
+        """Put ``data`` (read from ``path``, format and ``epoch_length`` checked) back into the run."""
+        raise NotImplementedError
+
+    def state_dict(self, engine: Engine) -> dict:
+        return {"format": self.format, "settings": self.settings, "iteration": engine.state.iteration,
+                "epoch_length": engine.state.epoch_length, **self.state(engine)}
+
+    def save(self, engine: Engine, periodic: bool = True) -> None:
+        """Write ``checkpoint_<iteration>.pt`` + ``checkpoint_last.pt`` (``periodic``) or ``checkpoint_last.pt``
+        alone, atomically, once per iteration (rank 0 writes)."""
+        if self._saved_iteration == engine.state.iteration:
+            return
+        self._saved_iteration = engine.state.iteration
+        if not is_main_process():
+            return
+        if periodic:
+            save_periodic(self.state_dict(engine), self.directory, engine.state.iteration, self.n_saved)
+        else:
+            torch_save_atomic(self.state_dict(engine), self.last_path)
+
+    def save_last(self, engine: Engine) -> None:
+        """``checkpoint_last.pt`` at the end of training, unless this iteration was saved already."""
+        self.save(engine, periodic=False)
+
+    def start(self, engine: Engine) -> None:
+        """At the start of training: remove what killed writers left (rank 0), then resume if asked."""
+        if is_main_process() and self.directory.is_dir():
+            remove_partial_files(self.directory)
+        if self.resume:
+            self.load(engine)
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint to resume from (:func:`newest_checkpoint`); ``None`` when there is none. Under DDP a
+        collective (so also a barrier) that makes sure every rank picks the same file, since each of them
+        reads it."""
+        path = newest_checkpoint(self.directory)
+        _, world_size = rank_and_world_size()
+        if world_size == 1:
+            return path
+        seen = [None] * world_size
+        dist.all_gather_object(seen, None if path is None else path.name)
+        if len(set(seen)) > 1:
+            raise ValueError(
+                f"Checkpoints in '{self.directory}' differ between ranks (ranks would resume from {seen}); the "
+                "output folder must be on a file system that every node shares."
+            )
+        return path
+
+    def load(self, engine: Engine, path: str | os.PathLike | None = None) -> None:
+        """Restore the checkpoint ``path`` (default: :meth:`resume_path`; nothing when there is none), move the
+        engine to its iteration and announce the resume."""
+        path = self.resume_path() if path is None else Path(path)
+        if path is None:
+            return
+        data = read_checkpoint(path, self.format, self.what, ("iteration", "epoch_length", *self.keys), self.advice)
+        if data["epoch_length"] != engine.state.epoch_length:
+            raise ValueError(
+                f"{self.what} '{path}' was written with epoch_length {data['epoch_length']}, this run has "
+                f"{engine.state.epoch_length}; resume needs the same data loader length (same data and batch_size). "
+                f"{self.advice}"
+            )
+        self.restore(engine, data, path)
+        engine.state.iteration = data["iteration"]
+        engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
+        self._saved_iteration = data["iteration"]
+        if is_main_process():
+            announce(engine.logger, resume_message(path, data["iteration"], data.get("settings"), self.settings))
 
 
 def _identity(method: nn.Module) -> dict[str, str | None]:
@@ -398,25 +470,22 @@ def _state_dict_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor])
     return "; ".join(parts)
 
 
-class TrainingCheckpoint:
-    """Ignite handler writing ``checkpoint_<iteration>.pt`` every ``every`` iterations and ``checkpoint_last.pt``
-    (updated with each of them and at the end of training), and resuming from the newest of them at start.
-    Under DDP only rank 0 writes and every rank resumes.
+class TrainingCheckpoint(ResumableCheckpoint):
+    """The pretraining trainer's checkpoints (:class:`ResumableCheckpoint`; contents in the module docstring).
 
     Args:
-        directory: output folder of the checkpoints.
+        directory, every, n_saved, resume, settings: see :class:`ResumableCheckpoint`.
         method: the trained module (its ``state_dict`` is saved).
         optimizer, scheduler, scaler: saved and restored with it (``scheduler``/``scaler`` may be ``None``).
-        every: iterations between periodic checkpoints.
-        n_saved: periodic checkpoints to keep (oldest deleted first; 0: only ``checkpoint_last.pt``); ``None``
-            keeps all.
-        resume: load the newest checkpoint when the engine starts, if there is one (announced, with the
-            settings that changed, by :func:`resume_message`).
         grad_accumulation: the step's accumulation window; gradients of an unfinished window are saved.
         data_loader: the training loader, whose generator and transform random states are saved with the
             other RNGs (see :func:`capture_rng_state`), if any.
-        settings: the run's settings (plain values), stored in each checkpoint and compared on resume.
     """
+
+    format = CHECKPOINT_FORMAT
+    what = "Training checkpoint"
+    keys = _KEYS
+    advice = "Delete it, or train with resume=False (bundles: --resume false) or another output folder."
 
     def __init__(
         self,
@@ -427,24 +496,15 @@ class TrainingCheckpoint:
         scaler: torch.amp.GradScaler | None = None,
         every: int = 1000,
         n_saved: int | None = None,
-        resume: bool = True,
+        resume: bool | str = True,
         grad_accumulation: int = 1,
         data_loader: Iterable | None = None,
         settings: dict | None = None,
     ) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"TrainingCheckpoint: every must be a positive int, got {every!r}.")
-        self.directory = Path(directory)
+        super().__init__(directory, every=every, n_saved=n_saved, resume=resume, settings=settings)
         self.method, self.optimizer, self.scheduler, self.scaler = method, optimizer, scheduler, scaler
-        self.every, self.n_saved, self.resume = every, check_keep_last(n_saved, "TrainingCheckpoint: n_saved"), resume
-        self.settings = plain_settings(settings)
         self.grad_accumulation = grad_accumulation
         self.data_loader = data_loader
-        self._saved_iteration: int | None = None
-
-    @property
-    def last_path(self) -> Path:
-        return self.directory / "checkpoint_last.pt"
 
     def path_for(self, iteration: int) -> Path:
         return self.directory / f"checkpoint_{iteration:08d}.pt"
@@ -454,16 +514,12 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save_last)
 
-    def state_dict(self, engine: Engine) -> dict:
+    def state(self, engine: Engine) -> dict:
         state = engine.state
         pending = state.iteration % self.grad_accumulation != 0
         return {
-            "format": CHECKPOINT_FORMAT,
             **_identity(self.method),
-            "settings": self.settings,
-            "iteration": state.iteration,
             "epoch": state.epoch,
-            "epoch_length": state.epoch_length,
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -473,62 +529,15 @@ class TrainingCheckpoint:
             "epoch_rng": getattr(state, "epoch_rng", None),
         }
 
-    def save(self, engine: Engine) -> None:
-        """Write the periodic checkpoint, point ``checkpoint_last.pt`` at it, drop the oldest beyond ``n_saved``
-        (rank 0 only; :func:`save_periodic`)."""
-        self._saved_iteration = engine.state.iteration
-        if is_main_process():
-            save_periodic(self.state_dict(engine), self.directory, engine.state.iteration, self.n_saved)
-
-    def save_last(self, engine: Engine) -> None:
-        """Write ``checkpoint_last.pt`` unless the periodic save of this iteration already did (rank 0 only)."""
-        if self._saved_iteration != engine.state.iteration:
-            self._saved_iteration = engine.state.iteration
-            if is_main_process():
-                torch_save_atomic(self.state_dict(engine), self.last_path)
-
-    def start(self, engine: Engine) -> None:
-        """At the start of training: remove what killed writers left (rank 0), then resume if asked."""
-        if is_main_process() and self.directory.is_dir():
-            remove_partial_files(self.directory)
-        if self.resume:
-            self.load(engine)
-
-    def resume_path(self) -> Path | None:
-        """The checkpoint to resume from (:func:`newest_checkpoint`); ``None`` when there is none. Under DDP a
-        collective (so also a barrier) that makes sure every rank picks the same file, since each of them
-        reads it."""
-        path = newest_checkpoint(self.directory)
-        _, world_size = rank_and_world_size()
-        if world_size == 1:
-            return path
-        seen = [None] * world_size
-        dist.all_gather_object(seen, None if path is None else path.name)
-        if len(set(seen)) > 1:
-            raise ValueError(
-                f"Training checkpoints in '{self.directory}' differ between ranks (ranks would resume from "
-                f"{seen}); the output folder must be on a file system that every node shares."
-            )
-        return path
-
-    def load(self, engine: Engine) -> None:
-        """Restore everything from the newest checkpoint (see :meth:`resume_path`), if there is one, and move the
-        engine to its iteration."""
-        path = self.resume_path()
-        if path is None:
-            return
-        data = load_checkpoint(path)
+    def restore(self, engine: Engine, data: dict, path: Path) -> None:
+        """Method weights (after checking the method, encoder and state-dict fit), optimiser, scheduler, scaler,
+        pending gradients, RNGs and the epoch-start RNG snapshot the trainer replays the epoch from."""
         advice = "Train with resume=False (bundles: --resume false) or use another output folder."
         written, now = {k: data.get(k) for k in ("method", "encoder")}, _identity(self.method)
         if any(written[k] is not None and written[k] != now[k] for k in written):
             raise ValueError(
                 f"Training checkpoint '{path}' was written by method {written['method']} with a {written['encoder']} "
                 f"encoder; this run trains {now['method']} with a {now['encoder']} encoder. {advice}"
-            )
-        if data["epoch_length"] != engine.state.epoch_length:
-            raise ValueError(
-                f"Training checkpoint '{path}' was written with epoch_length {data['epoch_length']}, "
-                f"this run has {engine.state.epoch_length}; resume needs the same data loader length. {advice}"
             )
         mismatch = _state_dict_mismatch(self.method, data["model"])
         if mismatch:
@@ -549,8 +558,3 @@ class TrainingCheckpoint:
                 parameter.grad = None if grad is None else grad.to(parameter.device)
         restore_rng_state(data["rng"], self.data_loader)
         engine.state.epoch_rng = data["epoch_rng"]
-        engine.state.iteration = data["iteration"]
-        engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
-        self._saved_iteration = data["iteration"]
-        if is_main_process():
-            announce(engine.logger, resume_message(path, data["iteration"], data.get("settings"), self.settings))

@@ -21,8 +21,8 @@ from monai.utils import convert_to_tensor
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from .checkpoint import is_main_process
-from .knn_validation import OnlineKNNValidation
+from medssl3d.distributed import is_main_process
+
 from .step import move_to_device
 
 __all__ = ["EmbeddingSpread", "RestorationImages", "TrainingMonitor", "embedding_spread", "restoration_methods",
@@ -135,9 +135,9 @@ class TrainingMonitor:
     ``lr`` -- ``lr/group<i>`` with several parameter groups -- every ``log_every`` iterations), the
     :class:`EmbeddingSpread` of ``encoder`` on ``batch[spread_key]`` every ``spread_every`` iterations
     (``spread_key=None`` turns it off), :class:`RestorationImages` of the restoration methods in ``method``
-    every ``image_every`` iterations (``None``: off; nothing for other methods), the ``knn``
-    :class:`~medssl3d.engine.knn_validation.OnlineKNNValidation` (given the monitor's writer) and an ignite
-    ``ProgressBar`` showing the loss; on DDP rank 0 only (the logged losses are rank 0's)."""
+    every ``image_every`` iterations (``None``: off; nothing for other methods), the ``validation`` handler (e.g.
+    :class:`medssl3d.evaluation.OnlineKNNValidation`; its ``writer`` is set to the monitor's before it is attached)
+    and an ignite ``ProgressBar`` showing the loss; on DDP rank 0 only (the logged losses are rank 0's)."""
 
     def __init__(
         self,
@@ -151,7 +151,7 @@ class TrainingMonitor:
         method: nn.Module | None = None,
         image_every: int | None = 100,
         image_samples: int = 4,
-        knn: OnlineKNNValidation | None = None,
+        validation: Any = None,
     ) -> None:
         for name, value, optional in (("image_every", image_every, True), ("image_samples", image_samples, False)):
             if (value is not None or not optional) and (isinstance(value, bool) or not isinstance(value, int)
@@ -163,7 +163,8 @@ class TrainingMonitor:
         self.encoder = encoder
         self.log_every, self.spread_key, self.spread_every = log_every, spread_key, spread_every
         self.progress_bar = progress_bar
-        self.method, self.image_every, self.image_samples, self.knn = method, image_every, image_samples, knn
+        self.method, self.image_every, self.image_samples = method, image_every, image_samples
+        self.validation = validation
         self.writer: SummaryWriter | None = None
 
     def scalars(self, output: dict[str, float]) -> dict[str, Any]:
@@ -183,9 +184,9 @@ class TrainingMonitor:
             EmbeddingSpread(self.encoder, self.writer, self.spread_key, self.spread_every).attach(engine)
         if self.image_every is not None and self.method is not None:
             RestorationImages(self.method, self.writer, self.image_every, self.image_samples).attach(engine)
-        if self.knn is not None:
-            self.knn.writer = self.writer
-            self.knn.attach(engine)
+        if self.validation is not None:
+            self.validation.writer = self.writer
+            self.validation.attach(engine)
         if self.progress_bar:
             ProgressBar(persist=True).attach(engine, output_transform=lambda output: {"loss": output["loss"]})
         engine.add_event_handler(Events.COMPLETED, lambda _: self.writer.flush())

@@ -1,10 +1,10 @@
 """Kill-safe resume for the fine-tuning bundles, which train with MONAI's ``SupervisedTrainer``.
 
-:class:`SupervisedResume` writes ``<directory>/checkpoint_<iteration>.pt`` every ``every`` iterations with
-``checkpoint_last.pt`` a hard link to it (:func:`~medssl3d.engine.checkpoint.save_periodic`, keeping the newest
-``n_saved``: a bundle's ``keep_last_checkpoints``), ``checkpoint_last.pt`` again at the end, and restores the
-newest of them when training starts again, printing ``resumed from <file> at iteration <n>`` and the run settings
-that changed since it was written. Checkpoints are taken mid-epoch too, and the resumed run replays the
+:class:`SupervisedResume` is the :class:`~medssl3d.engine.checkpoint.ResumableCheckpoint` of those bundles: it
+writes ``<directory>/checkpoint_<iteration>.pt`` every ``every`` iterations with ``checkpoint_last.pt`` a hard link
+to it (keeping the newest ``n_saved``: a bundle's ``keep_last_checkpoints``), ``checkpoint_last.pt`` again at the
+end, and restores the newest of them when training starts again, printing ``resumed from <file> at iteration <n>``
+and the run settings that changed since it was written. Checkpoints are taken mid-epoch too, and the resumed run replays the
 interrupted data iterator (the :class:`medssl3d.engine.trainer.SSLTrainer` idea, done here with ignite events
 because ``SupervisedTrainer`` cannot be subclassed from a bundle): when ignite creates a data iterator (the first
 epoch's, or a new one after ``DATALOADER_STOP_ITERATION``) all RNGs are snapshotted (:func:`capture_rng_state`:
@@ -35,29 +35,14 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from .checkpoint import (
-    announce,
-    capture_rng_state,
-    check_keep_last,
-    is_main_process,
-    newest_checkpoint,
-    plain_settings,
-    remove_partial_files,
-    restore_rng_state,
-    resume_message,
-    safe_torch_load,
-    save_periodic,
-    torch_save_atomic,
-)
-from .trainer import parse_flag
+from .checkpoint import ResumableCheckpoint, capture_rng_state, restore_rng_state
 
 __all__ = ["SUPERVISED_CHECKPOINT_FORMAT", "SupervisedResume"]
 
 SUPERVISED_CHECKPOINT_FORMAT = "medssl3d-supervised-checkpoint-v1"
-_ADVICE = "Delete it, or train with --resume false or another output_dir."
 
 
-class SupervisedResume:
+class SupervisedResume(ResumableCheckpoint):
     """Ignite handler: full training state to ``<directory>/checkpoint_*.pt`` and exact resume from the newest.
 
     Args:
@@ -77,6 +62,11 @@ class SupervisedResume:
     The engine's ``scaler`` (AMP) and data loader are taken from the engine.
     """
 
+    format = SUPERVISED_CHECKPOINT_FORMAT
+    what = "Fine-tuning checkpoint"
+    keys = ("network", "optimizer", "scheduler", "scaler", "rng", "iterator_rng", "iterator_batches", "validator",
+            "best_model")
+
     def __init__(
         self,
         directory: str | os.PathLike,
@@ -90,22 +80,16 @@ class SupervisedResume:
         n_saved: int | None = 2,
         settings: dict | None = None,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"SupervisedResume: every must be a positive int, got {every!r}.")
-        self.directory = Path(directory)
+        super().__init__(directory, every=every, n_saved=n_saved, resume=resume, settings=settings)
         self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
-        self.every, self.resume = every, parse_flag(resume, "SupervisedResume: resume")
         self.validator, self.best_model_saver = validator, best_model_saver
-        self.n_saved = check_keep_last(n_saved, "SupervisedResume: n_saved")
-        self.settings = plain_settings(settings)
         self._iterator_rng: dict | None = None  # RNGs when the current data iterator was created
         self._iterator_start = 0  # engine iteration at that moment
         self._replay: dict | None = None  # loaded checkpoint whose data iterator the next epoch start rebuilds
-        self._saved_iteration: int | None = None
 
     @property
     def path(self) -> Path:
-        return self.directory / "checkpoint_last.pt"
+        return self.last_path
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.start)
@@ -113,7 +97,7 @@ class SupervisedResume:
         engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, self._snapshot)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
-        engine.add_event_handler(Events.COMPLETED, self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save_last)
 
     # ---- the data iterator ------------------------------------------------------------------------------------
     def _snapshot(self, engine: Engine) -> None:
@@ -141,20 +125,16 @@ class SupervisedResume:
     # ---- saving -----------------------------------------------------------------------------------------------
     def _iteration_completed(self, engine: Engine) -> None:
         if engine.state.iteration % engine.state.epoch_length:  # epoch ends are saved after the epoch's handlers
-            self.save(engine, periodic=True)
+            self.save(engine)
 
     def _epoch_completed(self, engine: Engine) -> None:
         if engine.state.iteration % self.every == 0:
-            self.save(engine, periodic=True)
+            self.save(engine)
 
-    def state_dict(self, engine: Engine) -> dict:
+    def state(self, engine: Engine) -> dict:
         scaler = getattr(engine, "scaler", None)
         saver = getattr(self.best_model_saver, "_key_metric_checkpoint", None)  # MONAI keeps ignite's Checkpoint here
         return {
-            "format": SUPERVISED_CHECKPOINT_FORMAT,
-            "settings": self.settings,
-            "iteration": engine.state.iteration,
-            "epoch_length": engine.state.epoch_length,
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
@@ -168,38 +148,10 @@ class SupervisedResume:
             "best_model": None if saver is None else [[float(p), str(f)] for p, f in saver.state_dict()["_saved"]],
         }
 
-    def save(self, engine: Engine, periodic: bool = False) -> None:
-        """Write ``checkpoint_<iteration>.pt`` + ``checkpoint_last.pt`` (``periodic``) or ``checkpoint_last.pt``
-        alone, atomically (rank 0), once per iteration."""
-        if self._saved_iteration == engine.state.iteration:
-            return
-        self._saved_iteration = engine.state.iteration
-        if is_main_process() and periodic:
-            save_periodic(self.state_dict(engine), self.directory, engine.state.iteration, self.n_saved)
-        elif is_main_process():
-            torch_save_atomic(self.state_dict(engine), self.path)
-
     # ---- resuming ---------------------------------------------------------------------------------------------
-    def start(self, engine: Engine) -> None:
-        """Remove what killed writers left (rank 0) and, with ``resume``, restore the newest checkpoint."""
-        if is_main_process() and self.directory.is_dir():
-            remove_partial_files(self.directory)
-        path = newest_checkpoint(self.directory) if self.resume else None
-        if path is not None:
-            self.load(engine, path)
-
-    def load(self, engine: Engine, path: Path | None = None) -> None:
-        """Restore the checkpoint ``path`` (default ``checkpoint_last.pt``) and announce the resume."""
-        path = self.path if path is None else Path(path)
-        data = safe_torch_load(path, "Fine-tuning checkpoint", _ADVICE)
-        if not isinstance(data, dict) or data.get("format") != SUPERVISED_CHECKPOINT_FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"'{path}' is not a medssl3d fine-tuning checkpoint: expected format "
-                             f"{SUPERVISED_CHECKPOINT_FORMAT!r}, found {found!r}. {_ADVICE}")
-        if data["epoch_length"] != engine.state.epoch_length:
-            raise ValueError(f"Fine-tuning checkpoint '{path}' was written with epoch_length {data['epoch_length']}, "
-                             f"this run has {engine.state.epoch_length}; resume needs the same data and batch_size. "
-                             f"{_ADVICE}")
+    def restore(self, engine: Engine, data: dict, path: Path) -> None:
+        """Network, optimiser, scheduler, scaler, the validator's best metric, the best-model saver's list and the
+        RNGs; the interrupted data iterator is rebuilt when the epoch starts."""
         try:
             self.network.load_state_dict(data["network"])
             self.optimizer.load_state_dict(data["optimizer"])
@@ -208,7 +160,7 @@ class SupervisedResume:
         except (ValueError, KeyError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(f"Fine-tuning checkpoint '{path}' does not fit this run's network/optimizer "
-                             f"({type(exc).__name__}: {first}). {_ADVICE}") from exc
+                             f"({type(exc).__name__}: {first}). {self.advice}") from exc
         if getattr(engine, "scaler", None) is not None and data["scaler"]:
             engine.scaler.load_state_dict(data["scaler"])
         if self.validator is not None and data["validator"] is not None:
@@ -217,8 +169,4 @@ class SupervisedResume:
         if self.best_model_saver is not None and data["best_model"] is not None:
             self.best_model_saver.load_state_dict({"_saved": [tuple(item) for item in data["best_model"]]})
         restore_rng_state(data["rng"], engine.data_loader)
-        engine.state.iteration = data["iteration"]
-        engine.state.epoch = data["iteration"] // data["epoch_length"]  # completed epochs; ignite adds the current
-        self._replay, self._saved_iteration = data, data["iteration"]
-        if is_main_process():
-            announce(engine.logger, resume_message(path, data["iteration"], data.get("settings"), self.settings))
+        self._replay = data

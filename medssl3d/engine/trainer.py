@@ -21,9 +21,11 @@ events and shows the progress bar; every rank resumes from the same checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,14 +34,21 @@ import torch
 from monai.engines import Trainer
 from torch import nn
 
-from .checkpoint import TrainingCheckpoint, capture_rng_state, check_keep_last, restore_rng_state
+from .checkpoint import TrainingCheckpoint, capture_rng_state, check_keep_last, parse_flag, restore_rng_state
 from .ema import MomentumUpdate
 from .export import EncoderExport
-from .knn_validation import OnlineKNNValidation
 from .monitor import TrainingMonitor
 from .step import SSLStep, StepEvents
 
-__all__ = ["SSLTrainer", "build_trainer", "parse_flag"]
+__all__ = [
+    "CheckpointingOptions",
+    "MomentumOptions",
+    "MonitoringOptions",
+    "OptimisationOptions",
+    "SSLTrainer",
+    "build_trainer",
+    "parse_flag",
+]
 
 
 class SSLTrainer(Trainer):
@@ -110,17 +119,6 @@ class SSLTrainer(Trainer):
         restore_rng_state(now, self.data_loader)
 
 
-def parse_flag(value: Any, name: str) -> bool:
-    """A switch given as a bool, 0/1, or a command-line string: ``monai.bundle run --resume false`` passes the
-    string ``'false'``, which Python would take as true. ``name`` (e.g. ``"build_trainer: resume"``) is named
-    in the error."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    raise ValueError(f"{name} must be true or false, got {value!r}.")
-
-
 _EMPTY = "SSLTrainer: training data is empty: the data loader yields no batches"
 
 
@@ -157,6 +155,76 @@ def _nonempty(batches: Iterator) -> Iterator:
         raise ValueError(f"{_EMPTY}.")
 
 
+@dataclass
+class OptimisationOptions:
+    """How the step optimises (see :class:`~medssl3d.engine.step.SSLStep`): mixed precision and gradient
+    accumulation."""
+
+    amp: bool = False
+    amp_dtype: torch.dtype = torch.float16
+    grad_accumulation: int = 1
+
+    def __post_init__(self) -> None:
+        self.amp = parse_flag(self.amp, "build_trainer: optimisation.amp")
+
+
+@dataclass
+class CheckpointingOptions:
+    """Full-state checkpoints and encoder exports every ``every`` iterations (and at the end); the newest
+    ``keep_last`` periodic ones are kept (0: only ``checkpoint_last.pt`` and ``encoder.pt``; ``None``: all);
+    ``resume`` continues from the newest checkpoint of the output folder."""
+
+    every: int = 1000
+    keep_last: int | None = 2
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        self.resume = parse_flag(self.resume, "build_trainer: checkpointing.resume")
+        self.keep_last = check_keep_last(self.keep_last, "build_trainer: checkpointing.keep_last "
+                                                          "(bundles: keep_last_checkpoints)")
+
+
+@dataclass
+class MonitoringOptions:
+    """TensorBoard and console output (:class:`~medssl3d.engine.monitor.TrainingMonitor`): scalars every
+    ``log_every`` iterations; the embedding spread (collapse statistic) of batch key ``spread_key`` every
+    ``spread_every`` (``None`` key: off); input/target/restoration grids of restoration methods every
+    ``image_every`` (``None``: off); an ignite progress bar (or one line per epoch)."""
+
+    log_every: int = 10
+    spread_key: str | None = "image"
+    spread_every: int = 100
+    image_every: int | None = 100
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.progress_bar = parse_flag(self.progress_bar, "build_trainer: monitoring.progress_bar")
+
+
+@dataclass
+class MomentumOptions:
+    """Momentum schedule of methods with ``momentum_update`` (MoCo, BYOL), from ``base`` to ``final``
+    (:class:`~medssl3d.engine.ema.MomentumUpdate`; ``base`` ``None``: the method's own constant)."""
+
+    base: float | None = None
+    final: float = 1.0
+
+
+def _options(cls: type, value: Any, name: str) -> Any:
+    """``value`` (``None``, a mapping from a bundle YAML, or a ``cls``) as a ``cls``; an unknown key is named."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"build_trainer: {name} must be a mapping of settings, got {type(value).__name__}.")
+    allowed = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(str(key) for key in value if key not in allowed)
+    if unknown:
+        raise ValueError(f"build_trainer: {name} has unknown keys {unknown}; allowed: {allowed}.")
+    return cls(**value)
+
+
 def build_trainer(
     method: nn.Module,
     train_loader: Iterable,
@@ -167,34 +235,22 @@ def build_trainer(
     epoch_length: int | None = None,
     device: str | torch.device = "cpu",
     scheduler: Any = None,
-    amp: bool = False,
-    amp_dtype: torch.dtype = torch.float16,
-    grad_accumulation: int = 1,
-    checkpoint_every: int = 1000,
-    keep_last_checkpoints: int | None = 2,
-    resume: bool = True,
     settings: dict | None = None,
+    optimisation: OptimisationOptions | Mapping | None = None,
+    checkpointing: CheckpointingOptions | Mapping | None = None,
+    monitoring: MonitoringOptions | Mapping | None = None,
+    momentum: MomentumOptions | Mapping | None = None,
     export_metadata: dict | None = None,
-    momentum_base: float | None = None,
-    momentum_final: float = 1.0,
-    log_every: int = 10,
-    spread_key: str | None = "image",
-    spread_every: int = 100,
-    progress_bar: bool = True,
-    image_every: int | None = 100,
-    knn_validation: Sequence[dict] | None = None,
-    knn_every: int = 1000,
-    knn_label_key: str = "class",
+    validation: Any = None,
     handlers: Sequence = (),
 ) -> SSLTrainer:
     """A ready :class:`SSLTrainer` for ``method``; call ``.run()``.
 
     Output folder: ``checkpoints/checkpoint_<iteration>.pt`` + ``checkpoints/checkpoint_last.pt`` (full
-    state, every ``checkpoint_every`` iterations and at the end; resumed from when ``resume``),
+    state, every ``checkpointing.every`` iterations and at the end; resumed from when ``checkpointing.resume``),
     ``encoder_<iteration>.pt`` + ``encoder.pt`` (encoder exports with ``export_metadata``, see
-    :mod:`medssl3d.engine.export`) and ``tensorboard/``, written by DDP rank 0 only. Only the newest
-    ``keep_last_checkpoints`` periodic checkpoints and periodic encoder exports are kept (0: none but
-    ``checkpoint_last.pt`` and ``encoder.pt``; ``None``: all).
+    :mod:`medssl3d.encoder_export`) and ``tensorboard/``, written by DDP rank 0 only. Only the newest
+    ``checkpointing.keep_last`` periodic checkpoints and periodic encoder exports are kept.
 
     Args:
         method: module mapping a batch dict to ``{"loss": ..., "loss/<part>": ...}`` with an ``.encoder``;
@@ -202,23 +258,30 @@ def build_trainer(
             wrapper (so gradients are synchronised), checkpoints, export and momentum use ``method.module``.
         train_loader: yields the batch dicts; ``epoch_length`` is needed when it has no length.
         optimizer: over the method's parameters (see :func:`medssl3d.engine.optim.build_optimizer`).
+        max_epochs, max_iterations: exactly one; ``epoch_length`` only for loaders without a length.
         scheduler: LR scheduler stepped once per optimiser step, e.g.
             :func:`medssl3d.engine.optim.warmup_cosine_schedule` over ``total_iterations // grad_accumulation``.
-        amp, amp_dtype, grad_accumulation: see :class:`~medssl3d.engine.step.SSLStep`.
         settings: the run's settings (a bundle's ``run_settings``: plain values), stored in every checkpoint; a
             resumed run prints ``resumed from <file> at iteration <n>`` and the settings that changed.
-        momentum_base, momentum_final: momentum schedule for methods with ``momentum_update`` (MoCo, BYOL);
-            ignored for other methods.
-        log_every: iterations between TensorBoard scalars.
-        spread_key, spread_every: batch key embedded for the collapse statistic (``None``: off), and how often.
-        image_every: iterations between TensorBoard image grids (input, target, restoration) of restoration
-            methods (:class:`~medssl3d.engine.monitor.RestorationImages`; ``None``: off; other methods log none).
-        knn_validation: a labelled split for online kNN validation
-            (:class:`~medssl3d.engine.knn_validation.OnlineKNNValidation`, leave-one-out, logged as
-            ``val/knn_accuracy`` and ``val/knn_auc``): a dataset of dicts with ``image`` ``(C, *spatial)`` of one
-            common shape and an int class ``knn_label_key``, or a DataLoader over one; ``None``: off.
-        knn_every: iterations between kNN validations (and one at the end).
+        optimisation: :class:`OptimisationOptions` (``amp``, ``amp_dtype``, ``grad_accumulation``).
+        checkpointing: :class:`CheckpointingOptions` (``every``, ``keep_last``, ``resume``).
+        monitoring: :class:`MonitoringOptions` (``log_every``, ``spread_key``, ``spread_every``, ``image_every``,
+            ``progress_bar``).
+        momentum: :class:`MomentumOptions` (``base``, ``final``); ignored for methods without momentum.
+        export_metadata: what the encoder expects (:data:`medssl3d.encoder_export.INPUT_KEYS`), stored in exports.
+        validation: a validation handler writing to the run's TensorBoard, attached on rank 0 -- e.g.
+            :class:`medssl3d.evaluation.OnlineKNNValidation` (leave-one-out kNN on a labelled split, logged as
+            ``val/knn_accuracy`` and ``val/knn_auc``); ``None``: off.
         handlers: further ignite/MONAI handlers, attached last.
+
+    Each group is a mapping in a bundle YAML (unknown keys are refused), e.g.::
+
+        trainer:
+          _target_: medssl3d.engine.build_trainer
+          ...
+          optimisation: {amp: "@amp"}
+          checkpointing: {every: "@checkpoint_every", keep_last: "@keep_last_checkpoints", resume: "@resume"}
+          monitoring: {log_every: "@log_every"}
 
     Online kNN validation from a bundle whose datalist has a labelled ``validation`` list (items
     ``{"image": ..., "class": int}``): the bundle's deterministic transforms and a centre crop to one size,
@@ -230,34 +293,40 @@ def build_trainer(
             data: "$medssl3d.data.load_datalist(@datalist, 'validation', @dataset_dir)"
             transform: "$monai.transforms.Compose(@train#deterministic_transforms
                         + [monai.transforms.CenterSpatialCropd('image', @crop_size)])"
-        train#trainer#knn_validation: "@validate#dataset"
-        train#trainer#knn_every: 500
+        train#trainer#validation:
+          _target_: medssl3d.evaluation.OnlineKNNValidation
+          data: "@validate#dataset"
+          every: 500
     """
-    resume = parse_flag(resume, "build_trainer: resume")
-    keep_last_checkpoints = check_keep_last(keep_last_checkpoints, "build_trainer: keep_last_checkpoints")
-    progress_bar = parse_flag(progress_bar, "build_trainer: progress_bar")
+    optimisation = _options(OptimisationOptions, optimisation, "optimisation")
+    checkpointing = _options(CheckpointingOptions, checkpointing, "checkpointing")
+    monitoring = _options(MonitoringOptions, monitoring, "monitoring")
+    momentum = _options(MomentumOptions, momentum, "momentum")
     output_dir = Path(output_dir)
     wrapper = method
     method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper
     method.to(device)
-    knn = None if knn_validation is None else OnlineKNNValidation(
-        method.encoder, knn_validation, every=knn_every, label_key=knn_label_key)
-    step = SSLStep(wrapper, optimizer, device, scheduler, amp, amp_dtype, grad_accumulation)
-    trainer = SSLTrainer(step, train_loader, max_epochs, max_iterations, epoch_length)
-    if trainer.total_iterations % grad_accumulation:
+    step = SSLStep(wrapper, optimizer, device, scheduler=scheduler, amp=optimisation.amp,
+                   amp_dtype=optimisation.amp_dtype, grad_accumulation=optimisation.grad_accumulation)
+    trainer = SSLTrainer(step, train_loader, max_epochs=max_epochs, max_iterations=max_iterations,
+                         epoch_length=epoch_length)
+    accumulation = optimisation.grad_accumulation
+    if trainer.total_iterations % accumulation:
         warnings.warn(
             f"build_trainer: {trainer.total_iterations} iterations are not a multiple of grad_accumulation="
-            f"{grad_accumulation}; the gradients of the last {trainer.total_iterations % grad_accumulation} are not applied."
+            f"{accumulation}; the gradients of the last {trainer.total_iterations % accumulation} are not applied."
         )
     attached = [
-        TrainingCheckpoint(output_dir / "checkpoints", method, optimizer, scheduler, step.scaler, checkpoint_every,
-                           keep_last_checkpoints, resume, grad_accumulation, train_loader, settings),
-        EncoderExport(output_dir, method, checkpoint_every, export_metadata, keep_last_checkpoints),
-        TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, log_every, spread_key, spread_every,
-                        progress_bar, method, image_every, knn=knn),
+        TrainingCheckpoint(output_dir / "checkpoints", method, optimizer, scheduler=scheduler, scaler=step.scaler,
+                           every=checkpointing.every, n_saved=checkpointing.keep_last, resume=checkpointing.resume,
+                           grad_accumulation=accumulation, data_loader=train_loader, settings=settings),
+        EncoderExport(output_dir, method, every=checkpointing.every, metadata=export_metadata,
+                      keep_last=checkpointing.keep_last),
+        TrainingMonitor(output_dir / "tensorboard", optimizer, method.encoder, method=method,
+                        validation=validation, **dataclasses.asdict(monitoring)),
     ]
     if callable(getattr(method, "momentum_update", None)):
-        attached.append(MomentumUpdate(method, momentum_base, momentum_final))
+        attached.append(MomentumUpdate(method, momentum.base, momentum.final))
     for handler in (*attached, *handlers):
         handler.attach(trainer)
     return trainer

@@ -119,7 +119,7 @@ def _encoders(args) -> tuple[list[tuple[str, object]], dict]:
     """``[(init name, encoder)]`` and the export metadata (``{}`` for --scratch)."""
     import torch
 
-    from medssl3d.engine import load_encoder_export
+    from medssl3d.encoder_export import load_encoder_export
     from medssl3d.networks import build_encoder
 
     def scratch(architecture: str, dims: int, channels: int):

@@ -2,7 +2,7 @@
 measured during training without training anything on the labels.
 
 Protocol: leave-one-out within the labelled split. Every item is classified by
-:func:`medssl3d.evaluation.knn.knn_classify` (cosine similarity, temperature-weighted votes, Wu et al. 2018)
+:func:`~medssl3d.evaluation.knn.knn_classify` (cosine similarity, temperature-weighted votes, Wu et al. 2018)
 from its ``k = min(k, n - 1)`` nearest neighbours among the other ``n - 1`` items; accuracy and AUC (ROC AUC
 for two classes, macro one-vs-rest otherwise) are those of :func:`medssl3d.evaluation.metrics.
 classification_metrics` over the ``n`` predictions. Leave-one-out uses every labelled item as both reference
@@ -20,6 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
+from .features import extract_features
+from .knn import knn_classify
+from .metrics import classification_metrics
+
 __all__ = ["OnlineKNNValidation", "leave_one_out_knn"]
 
 
@@ -27,8 +31,6 @@ def leave_one_out_knn(features: np.ndarray, labels: np.ndarray, k: int = 20, tem
     """Leave-one-out :func:`~medssl3d.evaluation.knn.knn_classify` probabilities ``(N, C)`` of features
     ``(N, D)`` with int labels ``(N,)`` in ``0..C-1`` (``C = max(labels) + 1``), ``N >= 2``: row ``i`` comes
     from the ``min(k, N - 1)`` nearest of the other items."""
-    from medssl3d.evaluation.knn import knn_classify  # on use: medssl3d.evaluation imports this package
-
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) < 2:
         raise ValueError(f"leave_one_out_knn: needs at least 2 labelled items, got {len(labels)}.")
@@ -48,7 +50,8 @@ class OnlineKNNValidation:
     ``val/knn_accuracy`` and ``val/knn_auc`` (the AUC only where defined: every class present).
 
     Args:
-        encoder: the encoder being pretrained (``.embed(images) -> (B, D)``).
+        encoder: the encoder being pretrained (``.embed(images) -> (B, D)``); ``None``: the ``.encoder`` of the
+            trained method (``engine.network``, looked through a DDP wrapper) when attached.
         data: the labelled split: a sequence of dicts (e.g. a MONAI ``CacheDataset`` with deterministic
             transforms ending in one common image shape) holding ``image_key`` ``(C, *spatial)`` and an int class
             ``label_key`` in ``0..C-1``; or a ``DataLoader`` over one, whose ``dataset`` and ``batch_size`` are used.
@@ -59,15 +62,16 @@ class OnlineKNNValidation:
         batch_size: items embedded at once.
 
     Attaching checks that the split holds at least two items with both keys, so a wrong key fails before
-    training. Under DDP attach it on rank 0 only (``TrainingMonitor`` does).
+    training. Under DDP attach it on rank 0 only (:class:`medssl3d.engine.TrainingMonitor` does: give it to
+    :func:`medssl3d.engine.build_trainer` as ``validation``).
     """
 
     tags = {"accuracy": "val/knn_accuracy", "auc": "val/knn_auc"}
 
     def __init__(
         self,
-        encoder: nn.Module,
-        data: Sequence[dict] | DataLoader,
+        encoder: nn.Module | None = None,
+        data: Sequence[dict] | DataLoader = (),
         writer: SummaryWriter | None = None,
         every: int = 1000,
         k: int = 20,
@@ -92,6 +96,8 @@ class OnlineKNNValidation:
         self._last_iteration: int | None = None
 
     def attach(self, engine: Engine) -> None:
+        if self.encoder is None:
+            self.encoder = getattr(engine.network, "module", engine.network).encoder
         self.check_data()
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self)
 
@@ -113,9 +119,6 @@ class OnlineKNNValidation:
 
     def evaluate(self) -> dict[str, float]:
         """``{"accuracy", "auc"}`` of the leave-one-out kNN on the current encoder (AUC NaN where undefined)."""
-        from medssl3d.evaluation.features import extract_features  # on use, as in leave_one_out_knn
-        from medssl3d.evaluation.metrics import classification_metrics
-
         device = next(self.encoder.parameters()).device
         features, labels = extract_features(self.encoder, self.data, self.batch_size, device, self.image_key,
                                             self.label_key)

@@ -15,14 +15,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from medssl3d.distributed import rank_and_world_size
+
 __all__ = ["gather", "rank_and_world_size"]
-
-
-def rank_and_world_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` when none is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _AllGather(torch.autograd.Function):

@@ -58,8 +58,9 @@ def _pretrain(out, iterations, keep_last=2, settings=None, resume=True):
     data = [{"image": torch.rand(1, 16, 16)} for _ in range(4)]
     method = TinyMethod()
     trainer = build_trainer(method, DataLoader(data, batch_size=2), torch.optim.SGD(method.parameters(), lr=0.1),
-                            out, max_iterations=iterations, checkpoint_every=1, keep_last_checkpoints=keep_last,
-                            resume=resume, settings=settings, progress_bar=False, spread_key=None, image_every=None)
+                            out, max_iterations=iterations, settings=settings,
+                            checkpointing={"every": 1, "keep_last": keep_last, "resume": resume},
+                            monitoring={"progress_bar": False, "spread_key": None, "image_every": None})
     trainer.run()
     return trainer
 
@@ -197,5 +198,6 @@ def test_every_bundle_keeps_two_checkpoints_and_records_plain_settings(bundle):
     assert plain_settings(settings) == settings and {"encoder", "lr", "batch_size", "seed"} <= set(settings), settings
     handler = parser["train"]["trainer"] if parser["train"]["trainer"]["_target_"].endswith("build_trainer") else next(
         h for h in parser["train"]["handlers"] if h["_target_"].endswith("SupervisedResume"))
-    wired = {key: handler.get(key) for key in ("keep_last_checkpoints", "n_saved", "settings")}
+    wired = {key: handler.get(key) for key in ("n_saved", "settings")}
+    wired["keep_last"] = handler.get("checkpointing", {}).get("keep_last")  # build_trainer's checkpointing group
     assert "@keep_last_checkpoints" in wired.values() and wired["settings"] == "@run_settings", wired

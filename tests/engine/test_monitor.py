@@ -66,8 +66,8 @@ def test_genesis_training_logs_input_target_and_restoration_grids(tmp_path):
     target = torch.rand(5, 1, 16, 16, 16)
     data = [{"image": (t + 0.2 * torch.randn_like(t)).clamp(0, 1), "target": t} for t in target]
     trainer = build_trainer(method, DataLoader(data, batch_size=3), torch.optim.SGD(method.parameters(), lr=0.1),
-                            tmp_path, max_iterations=2, resume=False, progress_bar=False, spread_key=None,
-                            image_every=1)
+                            tmp_path, max_iterations=2, checkpointing={"resume": False},
+                            monitoring={"progress_bar": False, "spread_key": None, "image_every": 1})
     trainer.run()
     assert method.training and method.encoder.training and method.decoder.training
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medssl3d.engine.checkpoint import load_checkpoint
-from medssl3d.engine.export import load_encoder_export
+from medssl3d.encoder_export import load_encoder_export
 from medssl3d.engine.optim import warmup_cosine_schedule
 from medssl3d.engine.trainer import build_trainer
 from medssl3d.networks import build_encoder
@@ -56,10 +56,11 @@ def _run(tmp_path, max_epochs=2, kill_at=None, resume=True, checkpoint_every=5, 
     losses = {}
     trainer = build_trainer(
         method, loader, optimizer, tmp_path, max_epochs=max_epochs, scheduler=scheduler,
-        grad_accumulation=grad_accumulation, checkpoint_every=checkpoint_every, resume=resume,
+        optimisation={"grad_accumulation": grad_accumulation},
+        checkpointing={"every": checkpoint_every, "resume": resume},
         export_metadata={"patch_size": [16, 16, 16], "spacing": [1.0, 1.0, 1.0], "orientation": "RAS",
                          "intensity_window": [-1000, 400]},
-        momentum_base=0.9, log_every=1, spread_every=2, progress_bar=False,
+        momentum={"base": 0.9}, monitoring={"log_every": 1, "spread_every": 2, "progress_bar": False},
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.__setitem__(e.state.iteration, e.state.output))
     if kill_at is not None:
@@ -174,7 +175,7 @@ def test_resume_refuses_a_different_epoch_length(tmp_path):
     data = [{"image": torch.rand(1, 16, 16, 16), "target": torch.rand(1)} for _ in range(6)]
     method = DummyMethod()
     trainer = build_trainer(method, DataLoader(data, batch_size=2), torch.optim.SGD(method.parameters(), lr=0.1),
-                            tmp_path, max_epochs=2, progress_bar=False)
+                            tmp_path, max_epochs=2, monitoring={"progress_bar": False})
     with pytest.raises(ValueError, match="epoch_length 4, this run has 3"):
         trainer.run()
 
@@ -184,7 +185,7 @@ def test_max_iterations_and_argument_errors(tmp_path):
     data = [{"image": torch.rand(1, 16, 16, 16), "target": torch.rand(1)} for _ in range(4)]
     optimizer = torch.optim.SGD(method.parameters(), lr=0.01)
     trainer = build_trainer(method, DataLoader(data, batch_size=2), optimizer, tmp_path, max_iterations=3,
-                            checkpoint_every=10, progress_bar=False, spread_key=None)
+                            checkpointing={"every": 10}, monitoring={"progress_bar": False, "spread_key": None})
     trainer.run()
     assert trainer.state.iteration == 3 and load_checkpoint(tmp_path / "checkpoints/checkpoint_last.pt")["iteration"] == 3
     with pytest.raises(ValueError, match="exactly one of max_epochs and max_iterations"):
@@ -209,7 +210,10 @@ def test_bad_run_settings_fail_before_anything_is_written(tmp_path):
         build_trainer(method, _tiny_loader(1, drop_last=True), optimizer, out, max_epochs=1)
     for kwargs, message in (({"max_epochs": 0}, "max_epochs must be a positive int, got 0"),
                             ({"max_iterations": -3}, "max_iterations must be a positive int, got -3"),
-                            ({"max_epochs": 1, "resume": "maybe"}, "resume must be true or false, got 'maybe'")):
+                            ({"max_epochs": 1, "checkpointing": {"resume": "maybe"}},
+                             "checkpointing.resume must be true or false, got 'maybe'"),
+                            ({"max_epochs": 1, "checkpointing": {"evry": 2}},
+                             r"checkpointing has unknown keys \['evry'\]; allowed: \['every', 'keep_last', 'resume'\]")):
         with pytest.raises(ValueError, match=message):
             build_trainer(method, _tiny_loader(), optimizer, out, **kwargs)
     assert not out.exists()
@@ -219,7 +223,7 @@ def test_bad_run_settings_fail_before_anything_is_written(tmp_path):
             return iter(())
 
     trainer = build_trainer(method, DataLoader(Empty()), optimizer, out, max_iterations=2, epoch_length=2,
-                            progress_bar=False)
+                            monitoring={"progress_bar": False})
     with pytest.raises(ValueError, match="training data is empty"):
         trainer.run()
     assert not (out / "checkpoints").exists() and not list(out.glob("*.pt"))
@@ -240,7 +244,7 @@ def test_resume_refuses_truncated_and_foreign_checkpoints_with_one_clear_error(t
 
     def resume(method):
         trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path,
-                                max_epochs=3, progress_bar=False, spread_key=None)
+                                max_epochs=3, monitoring={"progress_bar": False, "spread_key": None})
         trainer.run()
         return trainer
 
@@ -271,20 +275,21 @@ def test_resume_false_given_as_a_command_line_string_starts_over(tmp_path):
     method = DummyMethod()
     losses = []
     trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path,
-                            max_epochs=1, resume="false", progress_bar="False", spread_key=None)
+                            max_epochs=1, checkpointing={"resume": "false"},
+                            monitoring={"progress_bar": "False", "spread_key": None})
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.iteration))
     trainer.run()
     assert losses == [1, 2]
 
 
 def test_a_rank_other_than_zero_writes_nothing(tmp_path, monkeypatch):
-    from medssl3d.engine import checkpoint, export, monitor
+    from medssl3d import distributed
 
-    for module in (checkpoint, export, monitor):
-        monkeypatch.setattr(module, "is_main_process", lambda: False)
+    monkeypatch.setattr(distributed, "rank_and_world_size", lambda: (1, 2))
     method = DummyMethod()
     trainer = build_trainer(method, _tiny_loader(), torch.optim.SGD(method.parameters(), lr=0.1), tmp_path / "out",
-                            max_iterations=2, checkpoint_every=1, resume=False, spread_every=1)
+                            max_iterations=2, checkpointing={"every": 1, "resume": False},
+                            monitoring={"spread_every": 1})
     trainer.run()
     assert trainer.state.iteration == 2 and not (tmp_path / "out").exists()
 

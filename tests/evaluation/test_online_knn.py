@@ -5,11 +5,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medssl3d.engine.knn_validation import OnlineKNNValidation, leave_one_out_knn
 from medssl3d.engine.trainer import build_trainer
 from medssl3d.evaluation.features import extract_features
 from medssl3d.evaluation.knn import knn_classify
 from medssl3d.evaluation.metrics import classification_metrics
+from medssl3d.evaluation.online_knn import OnlineKNNValidation, leave_one_out_knn
 from medssl3d.networks import build_encoder
 
 
@@ -48,8 +48,9 @@ def test_online_knn_logs_the_leave_one_out_accuracy_of_the_current_encoder(tmp_p
     train = DataLoader([{"image": torch.rand(1, 16, 16, 16)} for _ in range(4)], batch_size=2)
     labelled = _labelled()
     trainer = build_trainer(method, train, torch.optim.SGD(method.parameters(), lr=0.1), tmp_path,
-                            max_iterations=2, resume=False, progress_bar=False, spread_key=None,
-                            knn_validation=labelled, knn_every=1)
+                            max_iterations=2, checkpointing={"resume": False},
+                            monitoring={"progress_bar": False, "spread_key": None},
+                            validation=OnlineKNNValidation(data=labelled, every=1))  # the trained encoder
     trainer.run()
     assert method.encoder.training and all(m.training for m in method.encoder.modules())
 
@@ -70,11 +71,13 @@ def test_a_wrong_label_key_or_a_tiny_split_fails_before_training(tmp_path):
     train = DataLoader([{"image": torch.rand(1, 16, 16, 16)} for _ in range(2)], batch_size=2)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"validation item 0 lacks \['label'\].*it has \['class', 'image'\]"):
-        build_trainer(method, train, optimizer, tmp_path, max_iterations=1, resume=False, progress_bar=False,
-                      knn_validation=_labelled(), knn_label_key="label")
+        build_trainer(method, train, optimizer, tmp_path, max_iterations=1, checkpointing={"resume": False},
+                      monitoring={"progress_bar": False}, validation=OnlineKNNValidation(data=_labelled(),
+                                                                                         label_key="label"))
     with pytest.raises(ValueError, match=r"holds 1 item\(s\); leave-one-out kNN needs at least 2"):
-        build_trainer(method, train, optimizer, tmp_path, max_iterations=1, resume=False, progress_bar=False,
-                      knn_validation=DataLoader(_labelled(1), batch_size=4))
+        build_trainer(method, train, optimizer, tmp_path, max_iterations=1, checkpointing={"resume": False},
+                      monitoring={"progress_bar": False},
+                      validation=OnlineKNNValidation(data=DataLoader(_labelled(1), batch_size=4)))
 
 
 def test_handler_without_writer_takes_a_loader_and_keeps_metrics_in_the_state():
