@@ -1,5 +1,6 @@
 """Evaluation of pretrained encoders: frozen features, kNN, linear/MLP probes, fine-tuning, label-fraction
-sweeps, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM) and a markdown/JSON report.
+sweeps, online kNN validation during pretraining, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM) and a
+markdown/JSON report.
 
 All arrays are numpy; ``labels`` are int class indices ``0..C-1``; ``probs`` are ``(N, C)`` rows summing to 1.
 """
@@ -14,6 +15,7 @@ from .finetune import (
 from .fractions import kfold_splits, nested_label_fractions
 from .knn import knn_classify
 from .metrics import classification_metrics, representation_quality
+from .online_knn import OnlineKNNValidation, leave_one_out_knn
 from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
 from .report import markdown_table, write_report
@@ -21,6 +23,7 @@ from .summary import summarize_runs
 from .sweep import SweepRun, drop_one_grid, load_sweep, run_sweep
 
 __all__ = [
+    "OnlineKNNValidation",
     "SweepRun",
     "drop_one_grid",
     "load_sweep",
@@ -32,6 +35,7 @@ __all__ = [
     "gradcam_overlays",
     "kfold_splits",
     "knn_classify",
+    "leave_one_out_knn",
     "linear_probe",
     "markdown_table",
     "mlp_probe",
