@@ -18,7 +18,8 @@ Per dataset:
    quick and full profiles do not use the validation split (fixed schedules, nothing is selected); the
    medium and long profiles keep, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
    "finetune_tta" records evaluate that same fine-tuned model with its softmax averaged over the group of its
-   fine-tuning augmentation (``symmetry_views``: 2 views in 2D, 8 flips or the cube's 48 symmetries in 3D).
+   fine-tuning augmentation (``medssl3d.evaluation.SymmetryGroup``: 2 views in 2D, 8 flips or the cube's 48
+   symmetries in 3D).
 
 Settings for 28-pixel images (why):
 
@@ -34,19 +35,22 @@ Settings for 28-pixel images (why):
   10,000 windows are for 64x64x32 = 131k voxels; here ``10000 * voxels / 131072``, at least 50); window
   sides 1-2 px (``dim // 10``), painting boxes as published (sides dim/6..dim/3, 3 px border).
 * Rotation prediction: 4 classes in 2D, 10 in 3D, on the whole (square/cubic) image.
-* Fine-tuning augmentation: random flips (2D: left-right only; 3D: every axis), per sample.
+* Fine-tuning augmentation: a random element per sample of ``SymmetryGroup`` (2D: left-right flips; 3D: flips
+  of every axis, or the cube's 48 symmetries for the shape profiles).
 
-Profiles (``PROFILES``, ``--profile``): "quick" (``--quick``) fits in about 20 min on 2 idle CPU cores (fewer
-methods and iterations); "medium" as well, with one method per dataset (SimCLR 2D, Models Genesis 3D) trained
-longer and a better fine-tuning protocol: a budget of training SAMPLES per label fraction instead of epochs (so
-1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a pretrained init at
-``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch with the best
-validation AUC kept; "long" is medium with 5x (2D SimCLR, 1000 x 128) and 5x (3D SimCLR and Models Genesis,
-400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
+Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
+every setting of a run lives there, see ``benchmarks/profiles/README.md``): "quick" (``--quick``) fits in about 20
+min on 2 idle CPU cores (fewer methods and iterations); "medium" as well, with one method per dataset (SimCLR 2D,
+Models Genesis 3D) trained longer and a better fine-tuning protocol: a budget of training SAMPLES per label fraction
+instead of epochs (so 1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a
+pretrained init at ``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch
+with the best validation AUC kept; "long" is medium with 5x (2D SimCLR, 1000 x 128) and 5x (3D SimCLR and Models
+Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
 size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
-AdrenalMNIST3D's binary masks; the default "full" profile runs every method for longer (a GPU is used when available);
-"smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a JSON with every per-seed record, the mean ± std summary and the
-markdown tables; records of datasets not run now are kept from an existing ``--out`` file.
+AdrenalMNIST3D's binary masks; the default "full" profile runs every method for longer (a GPU is used when
+available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a
+JSON with every per-seed record, the settings, the mean ± std summary and the markdown tables; records of datasets
+not run now are kept from an existing ``--out`` file.
 """
 
 from __future__ import annotations
@@ -54,7 +58,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -66,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from monai.data import DataLoader, Dataset
 from monai.transforms import (
     Compose,
@@ -83,6 +87,7 @@ from medssl3d.engine import (
 )
 from medssl3d.evaluation import (
     RepeatFactorSampler,
+    SymmetryGroup,
     classification_metrics,
     extract_features,
     fine_tune_classifier,
@@ -93,6 +98,8 @@ from medssl3d.evaluation import (
     predict_proba,
     summarize_runs,
 )
+from medssl3d.evaluation.symmetry import GROUPS
+from medssl3d.errors import InputError
 from medssl3d.methods import build_method
 from medssl3d.methods.multitask import build_multitask
 from medssl3d.networks import build_encoder
@@ -107,12 +114,9 @@ from medssl3d.transforms.views import ct_mri_views_3d, shape_views_3d, xray_view
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "medmnist"
-DEFAULT_OUT = {"full": "label_efficiency.json", "quick": "label_efficiency.json",
-               "medium": "label_efficiency_medium.json", "long": "label_efficiency_long.json",
-               "long_shape": "label_efficiency_long_shape.json", "smoke": "label_efficiency_smoke.json"}
 METRICS = ("auc", "accuracy", "f1_weighted")
 # evaluation kinds of a record, and their names in the tables; "finetune_tta" is the fine-tuned model with its
-# softmax averaged over the fine-tuning augmentation's group (``symmetry_views``)
+# softmax averaged over the fine-tuning augmentation's group (``SymmetryGroup.views``)
 EVALUATIONS = {"knn": "kNN (k=200)", "linear": "linear probe", "finetune": "fine-tune",
                "finetune_tta": "fine-tune + test-time views"}
 FRACTIONS = (0.01, 0.1, 1.0)
@@ -126,73 +130,87 @@ BASELINES = {
                        ("ResNet-18+ACS", 0.839, 0.754), ("auto-sklearn", 0.828, 0.802)],
 }
 
-# Every experiment setting lives here. "methods" per spatial dims; fine-tuning length per label fraction is
-# either "epochs" or "finetune_samples" (training samples drawn, per spatial dims, turned into whole epochs);
-# "pretrain_iterations" per spatial dims (iterations of "pretrain_batch" images); "workers": data loader
-# processes for the pretext transforms (0 on a 2-core machine; the GPU is fed by several). Fine-tuning
-# protocol: "class_balanced" (repeat-factor sampling), "encoder_lr_scale" (encoder lr / head lr, pretrained
-# inits only), "val_evaluations" (validation AUC measured about that many times per run, the best epoch kept;
-# 0: the last epoch, the validation split unused). "views_3d": the 3D contrastive views, "ct" (the CT/MRI
-# crop-and-resize chain) or "shape" (``shape_views_3d``: rigid, size kept, for masks such as AdrenalMNIST3D's);
-# "augment_3d": 3D fine-tuning augmentation, "flip" (``flip_augment``) or "symmetry" (``symmetry_augment``).
-PROFILES = {
-    "full": {
-        "name": "full", "encoder": "resnet18", "encoder_kwargs": {"conv1_t_stride": 1, "conv1_t_size": 3},
-        "methods": {2: ("genesis", "simclr", "vicreg", "rotation", "multitask"),
-                    3: ("genesis", "simclr", "vicreg", "rotation", "multitask")},
-        "pretrain_iterations": {2: 3000, 3: 2000}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
-        "epochs": {0.01: 100, 0.1: 40, 1.0: 20}, "finetune_batch": 64, "finetune_lr": 1e-3, "workers": 8,
-        "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
-        "views_3d": "shape", "augment_3d": "symmetry",
-    },
-    "medium": {
-        "name": "medium", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
-        "methods": {2: ("simclr",), 3: ("genesis",)},
-        "pretrain_iterations": {2: 200, 3: 150}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
-        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
-        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
-        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
-        "views_3d": "ct", "augment_3d": "flip",
-    },
-    # "medium" with longer, wider pretraining of both a contrastive and (3D) a restoration method.
-    "long": {
-        "name": "long", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
-        "methods": {2: ("simclr",), 3: ("simclr", "genesis")},
-        "pretrain_iterations": {2: 1000, 3: 400}, "pretrain_batch": {2: 128, 3: 32}, "pretrain_lr": 1e-3,
-        "finetune_samples": {2: {0.01: 1000, 0.1: 3000, 1.0: 9400}, 3: {0.01: 600, 0.1: 1200, 1.0: 3600}},
-        "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
-        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 10,
-        "views_3d": "ct", "augment_3d": "flip",
-    },
-    "quick": {
-        "name": "quick", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
-        "methods": {2: ("simclr", "genesis"), 3: ("simclr",)},
-        "pretrain_iterations": {2: 100, 3: 40}, "pretrain_batch": {2: 64, 3: 16}, "pretrain_lr": 1e-3,
-        "epochs": {0.01: 20, 0.1: 3, 1.0: 1}, "finetune_batch": 32, "finetune_lr": 1e-3, "workers": 0,
-        "class_balanced": False, "encoder_lr_scale": 1.0, "val_evaluations": 0,
-        "views_3d": "ct", "augment_3d": "flip",
-    },
-    "smoke": {
-        "name": "smoke", "encoder": "resnet10", "encoder_kwargs": {"conv1_t_stride": 2, "conv1_t_size": 3},
-        "methods": {2: ("rotation", "multitask"), 3: ("vicreg",)},
-        "pretrain_iterations": {2: 2, 3: 1}, "pretrain_batch": {2: 8, 3: 4}, "pretrain_lr": 1e-3,
-        "finetune_samples": {2: {0.01: 8, 0.1: 8, 1.0: 40}, 3: {0.01: 4, 0.1: 4, 1.0: 20}},
-        "finetune_batch": 16, "finetune_lr": 1e-3, "workers": 0,
-        "class_balanced": True, "encoder_lr_scale": 0.3, "val_evaluations": 2,
-        "views_3d": "shape", "augment_3d": "symmetry",
-    },
-}
-# "long" with views and fine-tuning augmentation for shape data (AdrenalMNIST3D holds binary masks): rigid
-# contrastive views that keep the object's size, the cube's 48 symmetries in fine-tuning, and 2.5x the 3D
-# fine-tuning samples at 10 and 100 % (the symmetries make more epochs useful). 2D as "long".
-PROFILES["long_shape"] = {
-    **PROFILES["long"], "name": "long_shape", "views_3d": "shape", "augment_3d": "symmetry",
-    "finetune_samples": {**PROFILES["long"]["finetune_samples"], 3: {0.01: 600, 0.1: 3000, 1.0: 9000}},
-}
+PROFILE_DIR = REPO / "benchmarks" / "profiles"  # one YAML file per profile; keys in profiles/README.md
 MULTITASK = ("genesis", "simclr")  # the tasks of the "multitask" method (fixed weights 1)
 VIEW_METHODS = ("simclr", "dcl", "vicreg", "simsiam", "multitask")  # methods trained on MultiViewd views
+METHODS = ("genesis", "rotation", *VIEW_METHODS)  # the methods this benchmark has a pretext transform for
 # VICReg's published 8192-wide expander has 134M parameters: far too many for 28-pixel data and a CPU.
 METHOD_ARGS = {"vicreg": {"expander_dim": 2048}}
+
+
+def profile_names() -> list[str]:
+    """The profiles shipped in ``benchmarks/profiles/`` (file stems)."""
+    return sorted(path.stem for path in PROFILE_DIR.glob("*.yaml"))
+
+
+def _fail(path: Path, problem: str) -> None:
+    raise InputError(f"label_efficiency: profile {path.name}: {problem}")
+
+
+def _check_table(path: Path, key: str, table, value_ok, wanted: str, keys_ok=None, keys_wanted: str = "") -> None:
+    """``table`` must be a non-empty mapping whose keys pass ``keys_ok`` and values pass ``value_ok``."""
+    if not isinstance(table, dict) or not table:
+        _fail(path, f"'{key}' must be a mapping {keys_wanted}: {wanted}; got {table!r}.")
+    for k, v in table.items():
+        if keys_ok is not None and not keys_ok(k):
+            _fail(path, f"'{key}' has the key {k!r}; its keys must be {keys_wanted}.")
+        if not value_ok(v):
+            _fail(path, f"'{key}' at {k!r} is {v!r}; it must be {wanted}.")
+
+
+def load_profile(name_or_path: str | Path) -> dict:
+    """The settings of a profile: ``benchmarks/profiles/<name>.yaml`` or a YAML file's path, checked (one
+    :class:`InputError` naming the file, the key and what it must be); ``name`` is the file's stem."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise InputError(f"label_efficiency: no profile {path}; pass one of {profile_names()} or the path of a "
+                         "YAML file with the keys of benchmarks/profiles/README.md.")
+    try:
+        profile = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"label_efficiency: profile {path.name} is not valid YAML: {error}".replace("\n", " "))
+    if not isinstance(profile, dict):
+        _fail(path, f"expected a mapping of settings, got {type(profile).__name__}.")
+    length = [k for k in ("epochs", "finetune_samples") if k in profile]
+    if len(length) != 1:
+        _fail(path, "give the fine-tuning length as exactly one of 'epochs' (per label fraction) or "
+              f"'finetune_samples' (per spatial dims and label fraction); found {length or 'neither'}.")
+    required = {"encoder", "encoder_kwargs", "methods", "pretrain_iterations", "pretrain_batch", "pretrain_lr",
+                "finetune_batch", "finetune_lr", "workers", "class_balanced", "encoder_lr_scale",
+                "val_evaluations", "views_3d", "augment_3d", *length}
+    if set(profile) != required:
+        missing, unknown = sorted(required - set(profile)), sorted(set(profile) - required)
+        _fail(path, f"missing keys {missing}, unknown keys {unknown} (see benchmarks/profiles/README.md).")
+    count = lambda low: lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+    positive = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    fraction = lambda f: isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1
+    dims = lambda d: d in (2, 3)
+    if not isinstance(profile["encoder"], str):
+        _fail(path, f"'encoder' must be an encoder name (str); got {profile['encoder']!r}.")
+    if not isinstance(profile["encoder_kwargs"], dict):
+        _fail(path, f"'encoder_kwargs' must be a mapping; got {profile['encoder_kwargs']!r}.")
+    known = lambda v: isinstance(v, list) and v and all(m in METHODS for m in v)
+    _check_table(path, "methods", profile["methods"], known, f"a non-empty list of {list(METHODS)}", dims, "2, 3")
+    for key in ("pretrain_iterations", "pretrain_batch"):
+        _check_table(path, key, profile[key], count(1), "an integer >= 1", dims, "2, 3")
+    if "epochs" in profile:
+        _check_table(path, "epochs", profile["epochs"], count(1), "an integer >= 1", fraction, "fractions in (0, 1]")
+    else:
+        per_fraction = lambda t: isinstance(t, dict) and t and all(fraction(f) and count(1)(n) for f, n in t.items())
+        _check_table(path, "finetune_samples", profile["finetune_samples"], per_fraction,
+                     "a mapping {fraction in (0, 1]: samples >= 1}", dims, "2, 3")
+    for key, ok, wanted in (("pretrain_lr", positive, "a number > 0"), ("finetune_lr", positive, "a number > 0"),
+                            ("encoder_lr_scale", positive, "a number > 0"),
+                            ("finetune_batch", count(1), "an integer >= 1"), ("workers", count(0), "an integer >= 0"),
+                            ("val_evaluations", count(0), "an integer >= 0"),
+                            ("class_balanced", lambda v: isinstance(v, bool), "true or false"),
+                            ("views_3d", lambda v: v in ("ct", "shape"), "'ct' or 'shape'"),
+                            ("augment_3d", lambda v: v in GROUPS, " or ".join(map(repr, GROUPS)))):
+        if not ok(profile[key]):
+            _fail(path, f"'{key}' must be {wanted}; got {profile[key]!r}.")
+    return {"name": path.stem, **profile, "methods": {d: tuple(m) for d, m in profile["methods"].items()}}
 
 
 def _no_blur(chain: Compose) -> Compose:
@@ -260,9 +278,9 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     scheduler = warmup_cosine_schedule(optimizer, warmup_steps=iterations // 10, total_steps=iterations)
     metadata = {"patch_size": [size] * dims, "encoder_kwargs": profile["encoder_kwargs"], "method": method}
     trainer = build_trainer(ssl, loader, optimizer, out_dir, max_iterations=iterations, device=device,
-                            scheduler=scheduler, checkpoint_every=iterations, resume=False,
-                            export_metadata=metadata, spread_key=None, progress_bar=False, log_every=iterations,
-                            handlers=handlers)
+                            scheduler=scheduler, checkpointing={"every": iterations, "resume": False},
+                            monitoring={"log_every": iterations, "spread_key": None, "progress_bar": False},
+                            export_metadata=metadata, handlers=handlers)
     start = time.perf_counter()
     trainer.run()
     return out_dir / "encoder.pt", time.perf_counter() - start
@@ -307,64 +325,11 @@ def random_init_export(images: np.ndarray, profile: dict, out_dir: Path) -> Path
                           encoder_kwargs=profile["encoder_kwargs"], method="random-init")
 
 
-def flip_augment(dims: int):
-    """Per-sample random flips of a batch (B, C, *spatial): 2D left-right only, 3D every axis (p = 0.5)."""
-    axes = (-1,) if dims == 2 else (-3, -2, -1)
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        for axis in axes:
-            flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, *([1] * (x.ndim - 1)))
-            x = torch.where(flip, x.flip(axis), x)
-        return x
-
-    return augment
-
-
-def symmetry_augment(dims: int):
-    """Per-sample random element of the cube's symmetry group (48: the flips of ``flip_augment`` on every axis,
-    then one of the 6 orders of the spatial axes) for cubic 3D batches (B, C, S, S, S); 2D: ``flip_augment``.
-    For shape data (masks), whose class does not depend on the object's orientation."""
-    flips = flip_augment(dims)
-    if dims == 2:
-        return flips
-    orders = list(itertools.permutations((2, 3, 4)))
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        if len(set(x.shape[2:])) != 1:
-            raise ValueError(f"symmetry_augment: expected a cubic batch (B, C, S, S, S), got {tuple(x.shape)}.")
-        x = flips(x)
-        choice = torch.randint(len(orders), (x.shape[0],), device=x.device)
-        out = x.clone()
-        for index, order in enumerate(orders[1:], start=1):
-            chosen = choice == index
-            out[chosen] = x[chosen].permute(0, 1, *order)
-        return out
-
-    return augment
-
-
-def symmetry_views(dims: int, group: str) -> list:
-    """The deterministic images of a batch under the fine-tuning augmentation's group, identity first, for
-    test-time averaging (``predict_proba(views=...)``): "flip" every subset of ``flip_augment``'s axes (2D: 2,
-    3D: 8); "symmetry" (3D) those flips times the 6 orders of the spatial axes (the cube's 48 symmetries)."""
-    if group not in ("flip", "symmetry"):
-        raise ValueError(f"label_efficiency: augment_3d must be 'flip' or 'symmetry', got {group!r}.")
-    axes = (-1,) if dims == 2 else (-3, -2, -1)
-    subsets = itertools.product((False, True), repeat=len(axes))
-    flips = [[axis for axis, used in zip(axes, chosen) if used] for chosen in subsets]
-    orders = [(2, 3, 4)] if dims == 2 or group == "flip" else list(itertools.permutations((2, 3, 4)))
-    permute = lambda order: (lambda x: x) if order == (2, 3, 4) else (lambda x: x.permute(0, 1, *order))
-    flip = lambda axes: (lambda x: x.flip(axes) if axes else x)
-    return [lambda x, f=flip(f), p=permute(o): p(f(x)) for f in flips for o in orders]
-
-
-def finetune_augment(profile: dict, dims: int):
-    """The profile's fine-tuning augmentation: 2D ``flip_augment``; 3D by ``augment_3d`` ("flip" | "symmetry")."""
-    if dims == 2 or profile["augment_3d"] == "flip":
-        return flip_augment(dims)
-    if profile["augment_3d"] == "symmetry":
-        return symmetry_augment(dims)
-    raise ValueError(f"label_efficiency: augment_3d must be 'flip' or 'symmetry', got {profile['augment_3d']!r}.")
+def finetune_augment(profile: dict, dims: int) -> SymmetryGroup:
+    """The profile's fine-tuning augmentation, a random element of its symmetry group per sample: 2D left-right
+    flips; 3D by ``augment_3d``, "flip" (every axis) or "symmetry" (the cube's 48 symmetries). The same group
+    gives the test-time views (``SymmetryGroup.views``)."""
+    return SymmetryGroup(dims, profile["augment_3d"])
 
 
 def epochs_for(profile: dict, fraction: float, dims: int, n_labels: int) -> int:
@@ -442,7 +407,7 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
                    epoch_kept=kept)
             # the same model, its softmax averaged over the fine-tuning augmentation's group (test-time views)
             start = time.perf_counter()
-            views = symmetry_views(test_x.ndim - 2, profile["augment_3d"])
+            views = finetune_augment(profile, test_x.ndim - 2).views()
             probs = predict_proba(model, test_x, batch_size=256, device=device, views=views)
             record("finetune_tta", fraction, seed, len(index), probs, time.perf_counter() - start, views=len(views))
             print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
@@ -651,7 +616,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", help=f"folder with <dataset>.npz (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "adrenalmnist3d"])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--profile", choices=sorted(PROFILES), default="full", help="settings (see PROFILES)")
+    group.add_argument("--profile", default="full",
+                       help=f"a profile of benchmarks/profiles/ ({', '.join(profile_names())}) or the path of a "
+                       "YAML file with the same keys (default full)")
     group.add_argument("--quick", action="store_const", const="quick", dest="profile",
                        help="= --profile quick (≈ 20 min on 2 CPU cores)")
     group.add_argument("--smoke-size", action="store_const", const="smoke", dest="profile",
@@ -675,10 +642,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.reuse_exports and not args.work_dir:
         parser.error("--reuse-exports needs --work-dir (the folder holding the exports to reuse)")
-    profile_name = args.profile
-    profile = PROFILES[profile_name]
+    try:
+        profile = load_profile(args.profile)
+    except InputError as error:
+        parser.error(str(error))
+    profile_name = profile["name"]
     if args.methods:
-        unknown = sorted(set(args.methods) - {"genesis", "multitask", "rotation", *VIEW_METHODS})
+        unknown = sorted(set(args.methods) - set(METHODS))
         if unknown:
             parser.error(f"--methods: no pretext transform for {unknown} in this benchmark")
         profile = {**profile, "methods": {2: tuple(args.methods), 3: tuple(args.methods)}}
@@ -686,7 +656,8 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir = resolve_data_dir(args.data_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fractions = sorted(set(args.fractions))
-    out = Path(args.out) if args.out else REPO / "benchmarks" / DEFAULT_OUT[profile_name]
+    name = "label_efficiency" + ("" if profile_name in ("full", "quick") else f"_{profile_name}")
+    out = Path(args.out) if args.out else REPO / "benchmarks" / f"{name}.json"
     run_info = {"profile": profile_name, "settings": profile, "fractions": fractions, "seeds": args.seeds,
                 "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "device": device, "torch_threads": torch.get_num_threads(),

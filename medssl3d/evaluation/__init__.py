@@ -1,6 +1,6 @@
 """Evaluation of pretrained encoders: frozen features, kNN, linear/MLP probes, fine-tuning, label-fraction
-sweeps, online kNN validation during pretraining, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM) and a
-markdown/JSON report.
+sweeps, online kNN validation during pretraining, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM), the
+symmetry group shared by fine-tuning augmentation and test-time averaging, and a markdown/JSON report.
 
 All arrays are numpy; ``labels`` are int class indices ``0..C-1``; ``probs`` are ``(N, C)`` rows summing to 1.
 """
@@ -20,11 +20,13 @@ from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
 from .report import markdown_table, write_report
 from .summary import summarize_runs
+from .symmetry import SymmetryGroup
 from .sweep import SweepRun, drop_one_grid, load_sweep, run_sweep
 
 __all__ = [
     "OnlineKNNValidation",
     "SweepRun",
+    "SymmetryGroup",
     "drop_one_grid",
     "load_sweep",
     "run_sweep",

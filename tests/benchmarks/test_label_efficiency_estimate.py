@@ -23,7 +23,7 @@ def estimate(tmp_path_factory):
 
 def test_every_phase_of_the_profile_is_timed_and_counted(estimate):
     module, result = estimate
-    profile = module.PROFILES["smoke"]
+    profile = module.load_profile("smoke")
     for dataset, dims, n_train, n_test, n_val in (("pneumoniamnist", 2, 40, 20, 10), ("adrenalmnist3d", 3, 20, 10, 4)):
         rows = {r["phase"]: r for r in result["rows"] if r["dataset"] == dataset}
         methods = profile["methods"][dims]
@@ -49,7 +49,7 @@ def test_every_phase_of_the_profile_is_timed_and_counted(estimate):
 
 def test_finetune_batches_follow_fine_tune_classifier():
     module = load_benchmark("label_efficiency")
-    profile = {**module.PROFILES["full"]}  # batch 64, no class balancing
+    profile = {**module.load_profile("full")}  # batch 64, no class balancing
     assert module.finetune_batches(profile, [0] * 130) == [64, 64, 2]
     assert module.finetune_batches(profile, [0] * 129) == [64, 65]  # a last batch of one is merged
     assert module.finetune_batches(profile, [0] * 47) == [47]

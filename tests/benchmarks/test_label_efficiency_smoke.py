@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ._scripts import load_benchmark
 
@@ -42,7 +40,7 @@ def smoke(tmp_path_factory):
 
 def test_every_method_fraction_seed_has_finite_test_metrics(smoke):
     module, result, written = smoke
-    profile = module.PROFILES["smoke"]
+    profile = module.load_profile("smoke")
     for dataset, dims in (("pneumoniamnist", 2), ("adrenalmnist3d", 3)):
         records = [r for r in written["records"] if r["dataset"] == dataset]
         inits = ["scratch", *profile["methods"][dims]]
@@ -76,7 +74,7 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
 
 def test_finetune_records_keep_an_evaluated_epoch(smoke):
     module, _, written = smoke
-    profile = module.PROFILES["smoke"]
+    profile = module.load_profile("smoke")
     for r in (r for r in written["records"] if r["eval"] == "finetune"):
         dims = 2 if r["dataset"] == "pneumoniamnist" else 3
         assert r["epochs"] == module.epochs_for(profile, r["fraction"], dims, r["n_labels"])
@@ -85,22 +83,22 @@ def test_finetune_records_keep_an_evaluated_epoch(smoke):
 
 def test_sample_budget_becomes_the_fewest_epochs_covering_it():
     module = load_benchmark("label_efficiency")
-    medium = module.PROFILES["medium"]
+    medium = module.load_profile("medium")
     for dims, fraction, n in ((3, 0.01, 12), (3, 0.1, 119), (3, 1.0, 1188), (2, 0.01, 47), (2, 0.1, 470)):
         epochs = module.epochs_for(medium, fraction, dims, n)
         budget = medium["finetune_samples"][dims][fraction]
         assert epochs * n >= budget and (epochs == 1 or (epochs - 1) * n < budget)
-    assert module.epochs_for(module.PROFILES["quick"], 0.1, 3, 119) == 3  # epoch-based profiles unchanged
+    assert module.epochs_for(module.load_profile("quick"), 0.1, 3, 119) == 3  # epoch-based profiles unchanged
 
 
 def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_path):
     module = load_benchmark("label_efficiency")
     _fake_npz(tmp_path / "d.npz", {"train": 24, "val": 12, "test": 4}, (16, 16), seed=3)
     splits = module.load_medmnist(tmp_path / "d.npz")
-    export = module.random_init_export(splits["training"][0], module.PROFILES["smoke"], tmp_path / "scratch")
+    export = module.random_init_export(splits["training"][0], module.load_profile("smoke"), tmp_path / "scratch")
     val_auc = {}
     for evaluations in (0, 6):
-        profile = {**module.PROFILES["smoke"], "val_evaluations": evaluations,
+        profile = {**module.load_profile("smoke"), "val_evaluations": evaluations,
                    "finetune_samples": {2: {1.0: 24 * 6}}}
         model, epochs, kept = module.fine_tune("scratch", export, splits["training"], splits["validation"], profile,
                                                1.0, 0, 2, "cpu")
@@ -110,32 +108,13 @@ def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_
     assert val_auc[6] >= val_auc[0] - 1e-12
 
 
-def _cube_symmetries(volume: torch.Tensor) -> list[torch.Tensor]:
-    """The 48 images of a (C, S, S, S) volume under the cube's symmetry group (flips, then an axis order)."""
-    images = []
-    for flips in itertools.product((False, True), repeat=3):
-        flipped = volume.flip([1 + a for a, f in enumerate(flips) if f]) if any(flips) else volume
-        images += [flipped.permute(0, *order) for order in itertools.permutations((1, 2, 3))]
-    return images
-
-
-def test_symmetry_augment_draws_cube_symmetries_per_sample():
+def test_finetune_augment_and_test_time_views_are_one_group():
     module = load_benchmark("label_efficiency")
-    torch.manual_seed(0)
-    batch = torch.rand(64, 1, 5, 5, 5)
-    out = module.symmetry_augment(3)(batch)
-    assert out.shape == batch.shape
-    drawn = set()
-    for sample, augmented in zip(batch, out):
-        matches = [i for i, image in enumerate(_cube_symmetries(sample)) if torch.equal(image, augmented)]
-        assert len(matches) == 1  # a random volume has no symmetry of its own: exactly one element fits
-        drawn.add(matches[0])
-    assert len(drawn) > 20  # per sample, not one draw for the whole batch
-    with pytest.raises(ValueError, match="expected a cubic batch"):
-        module.symmetry_augment(3)(torch.rand(2, 1, 4, 4, 3))
-    assert module.finetune_augment(module.PROFILES["quick"], 3) is not None
-    with pytest.raises(ValueError, match="augment_3d must be"):
-        module.finetune_augment({**module.PROFILES["quick"], "augment_3d": "mixup"}, 3)
+    for profile, dims, count in (("quick", 2, 2), ("quick", 3, 8), ("long_shape", 3, 48), ("smoke", 2, 2)):
+        group = module.finetune_augment(module.load_profile(profile), dims)
+        assert isinstance(group, module.SymmetryGroup) and len(group.views()) == count
+    with pytest.raises(ValueError, match="group must be one of"):
+        module.finetune_augment({**module.load_profile("quick"), "augment_3d": "mixup"}, 3)
 
 
 def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
@@ -149,7 +128,7 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     written = export.stat().st_mtime_ns
     second = module.main(args + ["--out", str(tmp_path / "b.json")])
     assert first["runs"]["pneumoniamnist"]["reused_exports"] == []
-    assert second["runs"]["pneumoniamnist"]["reused_exports"] == list(module.PROFILES["smoke"]["methods"][2])
+    assert second["runs"]["pneumoniamnist"]["reused_exports"] == list(module.load_profile("smoke")["methods"][2])
     assert export.stat().st_mtime_ns == written  # not pretrained again
     knn = lambda result: [r["auc"] for r in result["records"] if r["eval"] == "knn"]
     assert knn(first) == knn(second)
@@ -166,18 +145,3 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     assert list(only["runs"]["pneumoniamnist"]["settings"]["methods"][2]) == ["rotation"]
     with pytest.raises(SystemExit):
         module.main(args + ["--methods", "rubik"])
-
-
-@pytest.mark.parametrize("dims, group, count", [(2, "flip", 2), (2, "symmetry", 2), (3, "flip", 8), (3, "symmetry", 48)])
-def test_test_time_views_are_the_augmentation_group_identity_first(dims, group, count):
-    module = load_benchmark("label_efficiency")
-    batch = torch.arange(2 * 4**dims, dtype=torch.float32).reshape(2, 1, *[4] * dims)
-    images = [view(batch) for view in module.symmetry_views(dims, group)]
-    assert len(images) == count and torch.equal(images[0], batch)
-    assert len({tuple(image.flatten().tolist()) for image in images}) == count  # all distinct
-    if dims == 3 and group == "symmetry":
-        expected = {tuple(torch.stack([s[i] for s in map(_cube_symmetries, batch)]).flatten().tolist())
-                    for i in range(48)}
-        assert {tuple(image.flatten().tolist()) for image in images} == expected
-    with pytest.raises(ValueError, match="augment_3d must be"):
-        module.symmetry_views(dims, "rotate")
