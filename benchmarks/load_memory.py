@@ -10,7 +10,7 @@ counted twice). The bundle checkpoints once per epoch here, so each sample knows
 "at the end" its peak during the last epoch; the run passes when the second exceeds the first by at most
 ``--max-growth``.
 
-    python benchmarks/load_memory.py --n 200 --epochs 3 --workers 2 --out /tmp/load_memory
+    python benchmarks/load_memory.py --n 200 --epochs 3 --workers 2 --out load_memory_run
 
 Writes ``<out>/memory.json`` (settings, timings, every sample) and prints a summary; exit status 1 on failure.
 """
