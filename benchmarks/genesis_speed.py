@@ -5,9 +5,10 @@
 CPU time of the process (one thread), so other jobs inflate it only through shared caches. Each
 operation is timed at probability 1, the full corruption at the published probabilities
 (mean over ``--repeats`` cubes, best of 5 rounds), next to a plain per-window loop of local pixel shuffling (the
-published algorithm) for comparison. The batched torch path is timed on a batch of 8 on the CPU.
-``--baseline`` times another version of ``genesis.py`` (e.g. ``git show HEAD:medssl3d/transforms/genesis.py``)
-round by round alongside the current one, so that a before/after ratio survives other jobs on the machine.
+published algorithm) for comparison. ``--baseline`` times another version of ``genesis.py`` (e.g. ``git show
+HEAD:medssl3d/transforms/genesis.py``; loaded inside ``medssl3d.transforms``, so its relative imports find the
+installed kernels) round by round alongside the current one, so that a before/after ratio survives other jobs on
+the machine.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def operations(module) -> dict:
 
 def compare(cube: np.ndarray, baseline_path: str, repeats: int, rounds: int = 9) -> None:
     """Current against baseline, alternating every round; prints the medians and their ratio."""
-    spec = importlib.util.spec_from_file_location("genesis_baseline", baseline_path)
+    spec = importlib.util.spec_from_file_location("medssl3d.transforms.genesis_baseline", baseline_path)
     baseline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(baseline)
     current = sys.modules[RandGenesisCorruption.__module__]
@@ -96,10 +97,6 @@ def main() -> None:
         print(f"  {name:34s} {ms_per_call(lambda op=op: op(cube), args.repeats):8.3f}")
     rng = np.random.default_rng(0)
     print(f"  {'per-window shuffle loop (reference)':34s} {ms_per_call(lambda: per_window_shuffle(cube, rng), 3):8.3f}")
-    batch = torch.from_numpy(np.stack([cube] * 8))
-    full = RandGenesisCorruption().set_random_state(0)
-    batch_ms = ms_per_call(lambda: full.corrupt_batch(batch), max(1, args.repeats // 30)) / len(batch)
-    print(f"  {'corrupt_batch, B=8, CPU (per cube)':34s} {batch_ms:8.3f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ Sections (``--skip`` takes their names):
   bundle found (``bundles/*/configs/train.yaml`` whose trainer is ``medssl3d.engine.build_trainer``), at its
   default crop and batch, on a tiny synthetic cohort (2 epochs of 3 or 4 iterations), in a fresh subprocess
   each; per iteration both wall-clock and the bundle process's CPU time, stamped by :class:`IterationClock`.
-* ``gpu``: AMP and channels-last speed-ups, batched GPU corruption against CPU workers; skipped without CUDA.
+* ``gpu``: AMP and channels-last speed-ups, GPU patch masking against the CPU corruption; skipped without CUDA.
 
 One-thread figures (transforms, genesis, step) are CPU time of the process, so other jobs on the machine inflate
 them only through shared caches; the others are wall-clock (bundles: CPU time too). Timings of different code
@@ -518,7 +518,6 @@ def bench_gpu(quick: bool) -> dict:
     corruption = RandGenesisCorruption().set_random_state(0)
     cubes = torch.from_numpy(np.stack([ct_array((64, 64, 32))] * 32))
     gpu_cubes = cubes.to(device)
-    result["corrupt_batch_gpu_ms_per_cube"] = cuda_ms(lambda: corruption.corrupt_batch(gpu_cubes), 5) / len(cubes)
     result["corruption_cpu_ms_per_cube_one_worker"] = median_ms(lambda: corruption(cubes[0].numpy()), 20, 3)
     result["mask_patches_gpu_ms_per_cube"] = cuda_ms(lambda: mask_patches(gpu_cubes, 8, 0.6), 5) / len(cubes)
     print(f"  {result}")

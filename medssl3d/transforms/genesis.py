@@ -19,23 +19,22 @@ torch; outputs keep the input's type. The draws follow the published per-window 
 distributions). Local pixel shuffling and the Bezier look-up run as small numba kernels (the published
 per-window loop, compiled): the full corruption takes 1.65 ms per 64x64x32 cube on one CPU thread, 33.5x
 faster than a plain per-window Python implementation (``benchmarks/speed.py --only genesis``).
-``RandGenesisCorruption.corrupt_batch`` runs the whole corruption on a ``(B, C, ...)`` tensor on its
-device, each sample with its own draws. Every class has a dictionary twin (``...d``) giving all keys one
-draw. MONAI has no such transforms; everything here is ours.
+The kernels live in :mod:`medssl3d.transforms.genesis_kernels`; this module holds the draws and the MONAI
+transforms. Every class has a dictionary twin (``...d``) giving all keys one draw. MONAI has no such
+transforms; everything here is ours.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable, Mapping, Sequence
 
-import numba
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
+
+from .genesis_kernels import lookup_kernel, shuffle_kernel, window_offsets
 
 __all__ = [
     "RandLocalPixelShuffle",
@@ -84,68 +83,6 @@ def _check_prob(value: float, what: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{what} must lie in [0, 1], got {value}.")
     return float(value)
-
-
-def _compiled(kernel):
-    """``kernel`` compiled by numba (no GIL held), cached on disk where numba finds a writable place.
-
-    Without one (read-only install and home, no ``NUMBA_CACHE_DIR``) it is compiled once per process.
-    """
-    try:
-        return numba.njit(cache=True, nogil=True)(kernel)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(kernel)
-
-
-# ----------------------------------------------------------------------------------------------------
-# local pixel shuffling
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
-
-
-@functools.lru_cache(maxsize=16)
-def _window_offsets(spatial_shape: tuple[int, ...], max_sides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel offsets from the window corner, in raster order, of every window shape up to ``max_sides``.
-
-    Returns ``(offsets, first)``: the offsets of all shapes one after another, and where each shape's run
-    starts; shape ``s`` (sides) has id ``(s - 1) @ side_strides`` (raster order over ``max_sides``). At
-    64x64x32 and the published ``dim // 10`` windows: 108 shapes, 2,646 offsets.
-    """
-    nd = len(spatial_shape)
-    strides = np.array([int(np.prod(spatial_shape[d + 1 :])) for d in range(nd)])
-    runs = [np.indices(np.array(sides) + 1).reshape(nd, -1).T @ strides for sides in np.ndindex(*max_sides)]
-    first = np.cumsum([0] + [len(run) for run in runs[:-1]])
-    return np.concatenate(runs).astype(np.int64), first.astype(np.int64)
-
-
-@_compiled
-def _shuffle_kernel(source, out, corners, firsts, counts, offsets, seed):
-    """The published per-window loop, compiled: in drawing order, window ``k`` (``counts[k]`` voxels at
-    ``corners[k] + offsets[firsts[k] + m]``) is written into ``out`` as a uniform random permutation of
-    ``source``'s voxels in it. ``source`` and ``out`` are ``(C, V)``.
-
-    Permutations: "inside-out" Fisher-Yates (Knuth, TAOCP vol. 2, 3.4.2) on splitmix64 numbers (Steele et
-    al., OOPSLA 2014) from ``seed``; an index below ``m`` is ``(r >> 32) * m >> 32``, biased by < m / 2^32.
-    """
-    sources = np.empty(counts.max(), np.int64)
-    targets = np.empty(counts.max(), np.int64)
-    state = np.uint64(seed)
-    for k in range(corners.shape[0]):
-        for m in range(counts[k]):
-            state += _GOLDEN
-            bits = (state ^ (state >> _S30)) * _MIX1
-            bits = (bits ^ (bits >> _S27)) * _MIX2
-            bits ^= bits >> _S31
-            pick = np.int64(((bits >> _S32) * np.uint64(m + 1)) >> _S32)
-            voxel = corners[k] + offsets[firsts[k] + m]
-            targets[m] = voxel
-            sources[m] = sources[pick]
-            sources[pick] = voxel
-        for m in range(counts[k]):
-            for c in range(source.shape[0]):
-                out[c, targets[m]] = source[c, sources[m]]
 
 
 class RandLocalPixelShuffle(RandomizableTransform):
@@ -197,11 +134,11 @@ class RandLocalPixelShuffle(RandomizableTransform):
         strides = np.array([int(np.prod(spatial[d + 1 :])) for d in range(len(spatial))])
         side_strides = np.array([int(np.prod(max_sides[d + 1 :])) for d in range(len(spatial))])
         sizes = self.window_sizes
-        offsets, first = _window_offsets(spatial, max_sides)
+        offsets, first = window_offsets(spatial, max_sides)
         source = array.reshape(array.shape[0], -1)
         out = source.copy()
         corners, firsts = self.window_starts @ strides, first[(sizes - 1) @ side_strides]
-        _shuffle_kernel(source, out, corners, firsts, sizes.prod(1), offsets, self._permutation_seed)
+        shuffle_kernel(source, out, corners, firsts, sizes.prod(1), offsets, self._permutation_seed)
         return out.reshape(array.shape)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
@@ -225,16 +162,6 @@ def _bezier_samples(control: np.ndarray, inverted: bool) -> tuple[np.ndarray, np
     """
     xs, ys = np.concatenate([control, np.ones((1, 2))]).T @ _BEZIER_BASIS
     return xs, ys[::-1] if inverted else ys
-
-
-@_compiled
-def _lookup_kernel(values, lut, out):
-    """``out[i]`` = ``lut`` linearly interpolated at ``values[i] * (len(lut) - 1)``, for values in [0, 1]."""
-    last = lut.shape[0] - 1
-    for i in range(values.shape[0]):
-        position = values[i] * last
-        index = min(int(position), last - 1)  # int() truncates: -1e-6 -> 0, 1 -> last - 1 with weight 1
-        out[i] = lut[index] + (position - index) * (lut[index + 1] - lut[index])
 
 
 class RandBezierIntensity(RandomizableTransform):
@@ -270,7 +197,7 @@ class RandBezierIntensity(RandomizableTransform):
     def _apply(self, array: np.ndarray, inplace: bool = False) -> np.ndarray:
         array = np.ascontiguousarray(array)
         out = array if inplace else np.empty_like(array)
-        _lookup_kernel(array.reshape(-1), self.lut.astype(array.dtype), out.reshape(-1))
+        lookup_kernel(array.reshape(-1), self.lut.astype(array.dtype), out.reshape(-1))
         return out
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
@@ -506,8 +433,7 @@ class RandGenesisCorruption(Randomizable, Transform):
     also draws the channel axis, a no-op). Both outputs carry the input's type and metadata.
 
     After ``randomize``: ``flip_axes`` (spatial axes flipped) and the sub-transforms' draws in
-    ``shuffle``, ``intensity`` and ``painting``. ``corrupt_batch`` does the same on a ``(B, C, ...)`` tensor
-    on its device. Input ``(C, H, W[, D])`` in ``[0, 1]``.
+    ``shuffle``, ``intensity`` and ``painting``. Input ``(C, H, W[, D])`` in ``[0, 1]``.
     """
 
     backend = [TransformBackends.NUMPY, TransformBackends.TORCH]
@@ -571,14 +497,6 @@ class RandGenesisCorruption(Randomizable, Transform):
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True):
         return self.corrupt(img, randomize)
 
-    def corrupt_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(corrupted, target)`` for a batch ``(B, C, H, W[, D])`` in ``[0, 1]``, computed on its device.
-
-        Each sample gets its own draws from a torch generator seeded from ``self.R``; the distributions
-        are those of ``__call__``. Memory for shuffling: ``B * num_windows * max window volume`` int64.
-        """
-        return _corrupt_batch(self, images)
-
 
 class RandGenesisCorruptiond(Randomizable, MapTransform):
     """Dictionary version of ``RandGenesisCorruption``.
@@ -620,139 +538,3 @@ class RandGenesisCorruptiond(Randomizable, MapTransform):
         for key, target_key in self.key_iterator(d, self.target_keys):
             d[key], d[target_key] = self.corruption.corrupt(d[key], name=f"RandGenesisCorruptiond (key '{key}')")
         return d
-
-
-# ----------------------------------------------------------------------------------------------------
-# batched torch path
-
-
-def _corrupt_batch(config: RandGenesisCorruption, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if images.ndim not in (4, 5):
-        raise ValueError(
-            "RandGenesisCorruption.corrupt_batch: expected (B, C, H, W) or (B, C, H, W, D), "
-            f"got shape {tuple(images.shape)}."
-        )
-    x = images.as_subclass(torch.Tensor) if isinstance(images, torch.Tensor) else torch.as_tensor(images)
-    if not x.is_floating_point():
-        x = x.float()
-    low, high = float(x.min()), float(x.max())
-    if low < -_RANGE_TOL or high > 1 + _RANGE_TOL:
-        raise ValueError(
-            f"RandGenesisCorruption.corrupt_batch: expected values in [0, 1], found [{low:.4g}, {high:.4g}]."
-        )
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(int(config.R.randint(_SEED_MAX)))
-    batch, nd = x.shape[0], x.ndim - 2
-
-    def rand(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen, device=x.device, dtype=dtype)
-
-    def per_sample(mask: torch.Tensor) -> torch.Tensor:
-        return mask.view(batch, *([1] * (x.ndim - 1)))
-
-    # flip: up to max_flips draws of a spatial axis, each while U < flip_prob; net flip = odd count
-    if config.max_flips > 0:
-        goes_on = torch.cumprod((rand(batch, config.max_flips) < config.flip_prob).long(), dim=1)
-        axes = torch.randint(nd, (batch, config.max_flips), generator=gen, device=x.device)
-        counts = torch.zeros(batch, nd, dtype=torch.long, device=x.device).scatter_add_(1, axes, goes_on)
-        for axis in range(nd):
-            x = torch.where(per_sample(counts[:, axis] % 2 == 1), x.flip(axis + 2), x)
-    target = x
-    shuffle, bezier, paint = config.shuffle, config.intensity, config.painting
-    for op, corrupt in (
-        (shuffle, lambda v: _shuffle_batch(v, shuffle, rand, gen)),
-        (bezier, lambda v: _bezier_batch(v, bezier, rand)),
-        (paint, lambda v: _paint_batch(v, paint, rand)),
-    ):
-        if op.prob > 0:
-            x = torch.where(per_sample(rand(batch) < op.prob), corrupt(x), x)
-    return x, target.clone()
-
-
-def _shuffle_batch(x: torch.Tensor, shuffle: RandLocalPixelShuffle, rand, gen: torch.Generator) -> torch.Tensor:
-    """Local pixel shuffling of a whole batch in a few tensor passes (no per-window loop).
-
-    Each window's permutation is a row sort of random keys over its voxel offsets; "the last window
-    wins" is one ``scatter_reduce(amax)`` of ``(window id, source)`` keys onto the destination voxels.
-    """
-    batch, channels, spatial = x.shape[0], x.shape[1], tuple(x.shape[2:])
-    dev, nd, num = x.device, len(spatial), shuffle.num_windows
-    max_sides = shuffle.max_sides(spatial)
-    volume = int(np.prod(spatial))
-    total = batch * volume
-    index_bits = int(total).bit_length()
-    if index_bits + int(num).bit_length() > 62:
-        raise ValueError(f"RandLocalPixelShuffle: {num} windows on {total} voxels overflow the 64-bit keys.")
-    offsets, first = _window_offsets(spatial, max_sides)
-    counts = np.diff(np.append(first, len(offsets)))
-    padded = np.full((len(first), counts.max()), -1, dtype=np.int64)  # one row per window shape
-    padded[np.arange(counts.max()) < counts[:, None]] = offsets
-    offset_bits = max(1, int(offsets.max()).bit_length())
-    strides = torch.tensor([int(np.prod(spatial[d + 1 :])) for d in range(nd)], device=dev)
-    side_strides = torch.tensor([int(np.prod(max_sides[d + 1 :])) for d in range(nd)], device=dev)
-    sizes = (rand(batch, num, nd) * torch.tensor(max_sides, device=dev)).long() + 1
-    starts = (rand(batch, num, nd) * (torch.tensor(spatial, device=dev) - sizes + 1)).long()
-    table = torch.as_tensor(padded, device=dev)[((sizes - 1) * side_strides).sum(-1)]  # (B, N, max volume)
-    padding = table < 0
-    base = (starts * strides).sum(-1) + torch.arange(batch, device=dev)[:, None] * volume
-    random_part = torch.randint(0, 2 ** (62 - offset_bits), table.shape, generator=gen, device=dev)
-    keys = (random_part << offset_bits) | table.clamp(min=0)
-    keys = keys.masked_fill(padding, torch.iinfo(torch.int64).max).sort(dim=-1).values
-    source = (keys & ((1 << offset_bits) - 1)) + base[..., None]
-    window = torch.arange(1, num + 1, device=dev)[None, :, None]
-    source = (window << index_bits) | source
-    dest = (table + base[..., None]).masked_fill(padding, total)
-    owner = torch.arange(total + 1, device=dev).scatter_reduce_(0, dest.flatten(), source.flatten(), "amax")
-    owner = (owner[:total] & ((1 << index_bits) - 1)).view(batch, volume)
-    owner = owner - torch.arange(batch, device=dev)[:, None] * volume
-    flat = x.reshape(batch, channels, volume)
-    return flat.gather(2, owner[:, None].expand(batch, channels, volume)).view_as(x)
-
-
-def _bezier_batch(x: torch.Tensor, bezier: RandBezierIntensity, rand) -> torch.Tensor:
-    batch, dev = x.shape[0], x.device
-    control = rand(batch, 2, 2)
-    inverted = rand(batch) < bezier.invert_prob
-    t = torch.linspace(0.0, 1.0, _BEZIER_POINTS, device=dev, dtype=torch.float64)
-    b1, b2, b3 = 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3
-    xs = b1 * control[:, 0, :1] + b2 * control[:, 1, :1] + b3  # (B, T), increasing
-    ys = b1 * control[:, 0, 1:] + b2 * control[:, 1, 1:] + b3
-    ys = torch.where(inverted[:, None], ys.flip(-1), ys)
-    grid = torch.linspace(0.0, 1.0, _BEZIER_POINTS, device=dev, dtype=torch.float64).expand(batch, -1).contiguous()
-    right = torch.searchsorted(xs, grid).clamp(1, _BEZIER_POINTS - 1)
-    x0, x1 = xs.gather(1, right - 1), xs.gather(1, right)
-    y0, y1 = ys.gather(1, right - 1), ys.gather(1, right)
-    weight = torch.where(x1 > x0, (grid - x0) / (x1 - x0).clamp(min=1e-300), torch.zeros_like(grid)).clamp(0, 1)
-    lut = (y0 + weight * (y1 - y0)).to(x.dtype)
-    flat = x.reshape(batch, -1).clamp(0, 1)
-    scaled = flat * (_BEZIER_POINTS - 1)
-    index = scaled.long().clamp(max=_BEZIER_POINTS - 2)
-    low = lut.gather(1, index)
-    return (low + (scaled - index) * (lut.gather(1, index + 1) - low)).view_as(x)
-
-
-def _paint_batch(x: torch.Tensor, paint: RandPainting, rand) -> torch.Tensor:
-    batch, spatial, dev = x.shape[0], tuple(x.shape[2:]), x.device
-    boxes = paint.max_boxes
-    inpaint = rand(batch) < paint.inpaint_prob
-    goes_on = rand(batch, boxes) < paint.box_continue_prob
-    active_in = torch.cumprod(goes_on.long(), dim=1).bool()
-    active_out = torch.cat([torch.ones_like(goes_on[:, :1]), torch.cumprod(goes_on[:, 1:].long(), 1).bool()], 1)
-    active = torch.where(inpaint[:, None], active_in, active_out)  # (B, K)
-    region = torch.ones(batch, boxes, *spatial, dtype=torch.bool, device=dev)
-    for axis, dim in enumerate(spatial):
-        lo_in, hi_in = paint.size_range(dim, True)
-        lo_out, hi_out = paint.size_range(dim, False)
-        u = rand(batch, boxes)
-        size = torch.where(
-            inpaint[:, None], lo_in + (u * (hi_in - lo_in + 1)).long(), lo_out + (u * (hi_out - lo_out + 1)).long()
-        )
-        margin = ((dim - size) // 2).clamp(max=paint.border)
-        start = margin + (rand(batch, boxes) * (dim - size - 2 * margin + 1)).long()
-        coord = torch.arange(dim, device=dev)
-        inside = (coord >= start[..., None]) & (coord < (start + size)[..., None])  # (B, K, dim)
-        region = region & inside.view(batch, boxes, *[dim if a == axis else 1 for a in range(len(spatial))])
-    region = (region & active.view(batch, boxes, *[1] * len(spatial))).any(1, keepdim=True)  # (B, 1, ...)
-    noise = rand(*x.shape, dtype=x.dtype)
-    painted = torch.where(region, noise, x), torch.where(region, x, noise)
-    return torch.where(inpaint.view(batch, *[1] * (x.ndim - 1)), *painted)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medssl3d.transforms import genesis
+from medssl3d.transforms import genesis_kernels
 from medssl3d.transforms.genesis import (
     RandBezierIntensity,
     RandBezierIntensityd,
@@ -128,8 +128,8 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch):
             raise RuntimeError("cannot cache function 'kernel': no locator available for file 'genesis.py'")
         return njit(**options)
 
-    monkeypatch.setattr(genesis.numba, "njit", njit_without_cache_location)
-    kernel = genesis._compiled(lambda x: x + 1)
+    monkeypatch.setattr(genesis_kernels.numba, "njit", njit_without_cache_location)
+    kernel = genesis_kernels.compile_kernel(lambda x: x + 1)
     assert kernel(2) == 3
     assert options_seen == [{"cache": True, "nogil": True}, {"nogil": True}]
 
@@ -289,10 +289,6 @@ def test_errors_name_the_transform_key_and_what_was_found():
         RandLocalPixelShuffle()(np.zeros((4, 4)))
     with pytest.raises(ValueError, match=r"RandGenesisCorruption.*\(1, 1, 1, 4, 4, 4\)"):
         RandGenesisCorruption()(np.zeros((1, 1, 1, 4, 4, 4)))
-    with pytest.raises(ValueError, match=r"corrupt_batch.*\(B, C, H, W\)"):
-        RandGenesisCorruption().corrupt_batch(torch.zeros(4, 4, 4))
-    with pytest.raises(ValueError, match=r"corrupt_batch.*found \[0, 2\]"):
-        RandGenesisCorruption().corrupt_batch(torch.linspace(0, 2, 2 * 16).reshape(2, 1, 4, 4))
     with pytest.raises(ValueError, match="one target_key per key"):
         RandGenesisCorruptiond(keys=["a", "b"], target_key=["t"])
 
@@ -353,60 +349,3 @@ def test_dict_corruption_errors_name_the_class_and_key():
     assert out["b"].shape == (1, 16, 8)
     with pytest.raises(ValueError, match=r"RandPaintingd: prob"):
         RandPaintingd("a", prob=2.0)
-
-
-def batch_of(images):
-    return torch.from_numpy(np.stack(images)).float()
-
-
-def test_batch_shuffle_moves_voxels_within_window_reach_and_samples_differ():
-    spatial = (30, 30, 20)
-    img = unique_image(spatial)
-    t = RandGenesisCorruption(**{**NO_OPS, "shuffle_prob": 1.0}).set_random_state(0)
-    x, y = t.corrupt_batch(batch_of([img, img, img]))
-    torch.testing.assert_close(y, batch_of([img] * 3))
-    assert not torch.equal(x[0], x[1])
-    flat = img[0].ravel().astype(np.float32)
-    position = np.argsort(flat)
-    for sample in x.numpy():
-        assert np.isin(sample, flat).all()  # only the input's own values
-        source = position[np.searchsorted(flat[position], sample[0].ravel())]
-        step = np.abs(np.stack(np.unravel_index(source, spatial)) - np.indices(spatial).reshape(3, -1))
-        assert (step < (np.array(spatial) // 10)[:, None]).all() and step.any()
-
-
-def test_batch_bezier_painting_and_flip_properties():
-    spatial = (24, 24, 16)
-    ramp = unique_image(spatial)
-    imgs = batch_of([ramp] * 8)
-    order = np.argsort(ramp.ravel())
-    x, _ = RandGenesisCorruption(**{**NO_OPS, "nonlinear_prob": 1.0}).set_random_state(1).corrupt_batch(imgs)
-    for sample in x.numpy():
-        steps = np.diff(sample.ravel()[order])
-        assert (steps >= -1e-6).all() or (steps <= 1e-6).all()  # a monotone mapping of the input
-    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3), slice(3, -3))
-    inpaint = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 1.0}).set_random_state(2)
-    x, _ = inpaint.corrupt_batch(imgs)
-    border = torch.ones_like(x, dtype=torch.bool)
-    border[inner] = False
-    assert torch.equal(x[border], imgs[border]) and not torch.equal(x, imgs)
-    outpaint = RandGenesisCorruption(**{**NO_OPS, "paint_prob": 1.0, "inpaint_prob": 0.0}).set_random_state(2)
-    x, _ = outpaint.corrupt_batch(imgs)
-    assert (x[border] != imgs[border]).all() and (x == imgs).any(dim=(1, 2, 3, 4)).all()
-    x, y = RandGenesisCorruption(**{**NO_OPS, "flip_prob": 1.0}).set_random_state(3).corrupt_batch(imgs)
-    torch.testing.assert_close(x, y)
-    flips = [imgs[0].flip(dims) for dims in ([], [1], [2], [3], [1, 2], [1, 3], [2, 3], [1, 2, 3])]
-    assert all(any(torch.equal(sample, f) for f in flips) for sample in y)
-
-
-def test_batch_rates_and_reproducibility():
-    imgs = batch_of([unique_image((20, 20), seed=s) for s in range(600)])
-    t = RandGenesisCorruption(**{**NO_OPS, "shuffle_prob": 0.5, "num_windows": 300}).set_random_state(0)
-    changed = (t.corrupt_batch(imgs)[0] != imgs).flatten(1).any(1).float().mean().item()
-    assert changed == pytest.approx(0.5, abs=0.07)
-    t = RandGenesisCorruption(**{**NO_OPS, "nonlinear_prob": 0.9}).set_random_state(0)
-    changed = (t.corrupt_batch(imgs)[0] != imgs).flatten(1).any(1).float().mean().item()
-    assert changed == pytest.approx(0.9, abs=0.04)
-    a = RandGenesisCorruption().set_random_state(4).corrupt_batch(imgs[:4])
-    b = RandGenesisCorruption().set_random_state(4).corrupt_batch(imgs[:4])
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
