@@ -99,7 +99,7 @@ def export_encoder(encoder: Encoder, path: str | os.PathLike, **metadata: Any) -
 def read_encoder_export(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, metadata)`` of an encoder export, read with ``weights_only=True``."""
     path = Path(path)
-    data = safe_torch_load(path, "Encoder export", "Export the encoder again with medssl3d.encoder_export.export_encoder.")
+    data = safe_torch_load(path, "Encoder export", "Export the encoder again (medssl3d.encoder_export.export_encoder).")
     if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict) or "state_dict" not in data:
         raise ValueError(f"'{path}' is not a medssl3d encoder export: expected a dict with 'state_dict' and "
                          "'metadata'.")

@@ -4,9 +4,9 @@
 writes ``<directory>/checkpoint_<iteration>.pt`` every ``every`` iterations with ``checkpoint_last.pt`` a hard link
 to it (keeping the newest ``n_saved``: a bundle's ``keep_last_checkpoints``), ``checkpoint_last.pt`` again at the
 end, and restores the newest of them when training starts again, printing ``resumed from <file> at iteration <n>``
-and the run settings that changed since it was written. Checkpoints are taken mid-epoch too, and the resumed run replays the
-interrupted data iterator (the :class:`medssl3d.engine.trainer.SSLTrainer` idea, done here with ignite events
-because ``SupervisedTrainer`` cannot be subclassed from a bundle): when ignite creates a data iterator (the first
+and the run settings that changed since it was written. Checkpoints are taken mid-epoch too, and the resumed run
+replays the interrupted data iterator (the :class:`medssl3d.engine.trainer.SSLTrainer` idea, done here with ignite
+events because ``SupervisedTrainer`` cannot be subclassed from a bundle): when ignite creates a data iterator (the first
 epoch's, or a new one after ``DATALOADER_STOP_ITERATION``) all RNGs are snapshotted (:func:`capture_rng_state`:
 Python, NumPy, torch, the loader's ``generator``, its dataset's random transforms); the checkpoint stores that
 snapshot and how many batches the iterator has yielded. On resume the iterator is created again from the
