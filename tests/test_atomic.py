@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,47 @@ def test_folder_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # not mkdtemp's 0700
+
+
+def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
+    """``("sync", path)`` for each ``os.fsync`` and ``("rename", destination)`` for each ``os.replace``, in order."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def recorded_fsync(handle):
+        events.append(("sync", os.path.realpath(f"/proc/self/fd/{handle}")))
+        return fsync(handle)
+
+    def recorded_replace(source, destination):
+        events.append(("rename", str(destination)))
+        return replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    return events
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names synced handles through /proc")
+def test_the_data_is_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = _record_syncs(monkeypatch)
+    write_json_atomic({"x": 1}, tmp_path / "datalist.json")
+    (kind, synced), rename, folder = events
+    assert kind == "sync" and synced.startswith(str(tmp_path / ".datalist.json.")) and synced.endswith(".tmp.json")
+    assert rename == ("rename", str(tmp_path / "datalist.json")) and folder == ("sync", str(tmp_path))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names synced handles through /proc")
+def test_torch_files_go_through_the_same_writer_with_a_partial_temporary(tmp_path, monkeypatch):
+    import torch
+
+    from medssl3d.atomic import remove_partial_files
+    from medssl3d.torch_files import safe_torch_load, torch_save_atomic
+
+    events = _record_syncs(monkeypatch)
+    torch_save_atomic({"w": torch.ones(2)}, tmp_path / "checkpoint_last.pt")
+    (kind, synced), rename, folder = events
+    assert kind == "sync" and Path(synced).name.startswith(".checkpoint_last.pt.") and synced.endswith(".partial")
+    assert rename == ("rename", str(tmp_path / "checkpoint_last.pt")) and folder == ("sync", str(tmp_path))
+    assert torch.equal(safe_torch_load(tmp_path / "checkpoint_last.pt", "File", "")["w"], torch.ones(2))
+    (tmp_path / ".checkpoint_last.pt.abc.partial").write_bytes(b"half")  # what a kill leaves
+    assert [p.name for p in remove_partial_files(tmp_path)] == [".checkpoint_last.pt.abc.partial"]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_last.pt"]
