@@ -24,6 +24,7 @@ CT_CHAINS = {
     "nodule_cls_ct inference": (["bundles/nodule_cls_ct/configs/inference.yaml"], "preprocessing", "lung"),
     "reference chain": (["configs/preprocessing/ct.yaml"], "preprocessing", "genesis"),
 }
+CARRIERS_2D = {"X-ray": ("xray_cls", "contrastive_xray"), "histology": ("histology_cls", "contrastive_histology")}
 DOWNSTREAM = ("seg_ct", "nodule_cls_ct", "xray_cls", "histology_cls", "detection_ct", "detection_xray")
 
 
@@ -60,6 +61,20 @@ def test_every_ct_config_carries_the_ct_block():
     carriers = _sync_module().copies(REPO)
     for files, _, _ in CT_CHAINS.values():
         assert carriers.get(REPO / files[0]) == ["CT"], files[0]
+
+
+@pytest.mark.parametrize("block", sorted(CARRIERS_2D))
+def test_every_2d_bundle_carries_its_block_and_runs_it(block):
+    carriers = _sync_module().copies(REPO)
+    for bundle in CARRIERS_2D[block]:
+        path = REPO / "bundles" / bundle / "configs" / "train.yaml"
+        assert carriers.get(path) == [block], bundle
+        parser = ConfigParser(ConfigParser.load_config_files([str(path)]))
+        parser["dataset_dir"] = "/nonexistent"
+        steps = parser.get_parsed_content("train#preprocessing").transforms
+        shared = parser.get_parsed_content("image_transforms")
+        start = [index for index, step in enumerate(steps) if step is shared[0]]
+        assert start and list(steps[start[0]:start[0] + len(shared)]) == list(shared), bundle  # in order, together
 
 
 def test_one_edit_of_the_ct_source_reaches_every_ct_chain(tmp_path):
