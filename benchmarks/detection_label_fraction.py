@@ -113,7 +113,8 @@ def main(argv=None) -> None:
         data = work / "data"
         if not (data / "datalist.json").is_file():
             synth = profile["synthetic"]
-            synthesize_cohort(modality, synth["n"], data, synth["size"], synth.get("spacing"), synth["seed"], progress=False)
+            synthesize_cohort(modality, synth["n"], data, synth["size"], synth.get("spacing"), synth["seed"],
+                              progress=False, nodule_scale=synth.get("nodule_scale", 1.0))
     data = data.absolute()
     datalist = nested_fractions(data / "datalist.json", work / "datalist.json", profile["fractions"])
     table = data / table_name
