@@ -1,0 +1,87 @@
+"""Two "nodes" on this machine: two ``torchrun --nnodes 2 --nproc_per_node 1`` launchers meeting through c10d
+rendezvous (gloo), as on a cluster where each node runs the same command.
+
+* Pretraining (contrastive_ct, SimCLR, 1 crop pair per node): at a fresh start the embeddings are nearly alike,
+  so NT-Xent is about log(2N - 1) for the N samples whose negatives it sees: log(3) = 1.10 for one node's 2
+  crops, log(7) = 1.95 for both nodes' 4, what one process gets on the whole batch. Rank 0 alone writes.
+* Downstream (xray_cls): the validation AUC rank 0 logs is the one a single process computes on the whole
+  validation list with the same weights (the two nodes' predictions are gathered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from medssl3d.data.synthetic import synthesize_cohort
+from medssl3d.engine import load_checkpoint
+from medssl3d.prep.medmnist import convert_medmnist
+from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _scalars, _single_process_metric
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(bundle: str, settings: dict) -> None:
+    """Run ``bundle`` with its multi-GPU override on 2 nodes of 1 process each; both must exit 0."""
+    configs = str([str(BUNDLES / bundle / "configs" / n) for n in ("train.yaml", "multi_gpu_train.yaml")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", bundle,
+               "-m", "monai.bundle", "run", "--config_file", configs]
+    for key, value in settings.items():
+        command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=TIMEOUT_S)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-4000:]
+
+
+def test_pretraining_on_two_nodes(tmp_path):
+    synthesize_cohort("ct", 6, tmp_path / "ct", size=(64, 64, 32), progress=False)  # 4 training volumes
+    out = tmp_path / "models"
+    _two_nodes("contrastive_ct", {
+        "dataset_dir": str(tmp_path / "ct"), "output_dir": str(out), "epochs": 1, "batch_size": 1,
+        "crops_per_volume": 2, "crop_size": [32, 32, 16], "min_input_size": 16, "num_workers": 0, "cache_rate": 0,
+        "checkpoint_every": 1, "log_every": 1, "encoder": "resnet10", "method": "simclr"})
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["iteration"] == 2  # 2 of 4 volumes each
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")  # rank 0 alone
+    losses = {e.step: e.value for e in EventAccumulator(str(events)).Reload().Scalars("loss")}
+    assert sorted(losses) == [1, 2]
+    assert abs(losses[1] - math.log(7)) < abs(losses[1] - math.log(3)), losses  # both nodes' negatives
+
+
+def test_downstream_on_two_nodes(tmp_path):
+    convert_medmnist(_fake_medmnist(tmp_path / "grey.npz", False), tmp_path / "grey", label_fractions=(0.5,))
+    out = tmp_path / "out"
+    settings = {"num_workers": 0, "cache_rate": 0, "encoder": "resnet10", "epochs": 1, "image_size": 28,
+                "batch_size": 5}
+    _two_nodes("xray_cls", {**settings, "dataset_dir": str(tmp_path / "grey"), "output_dir": str(out)})
+    assert (out / "model.pt").is_file() and len(list((out / "tensorboard").glob("events.*"))) == 2  # rank 0
+    scalars = _scalars(out)
+    assert len(scalars["train_loss"]) == 2  # 10 of the 20 training images on rank 0, batches of 5
+    ((_, logged),) = scalars["auc"]
+    single = _single_process_metric("xray_cls", tmp_path / "grey", settings, out / "model_final.pt",
+                                    tmp_path / "single", "auc")
+    assert np.isfinite(single) and logged == pytest.approx(single, abs=1e-5), (logged, single)
