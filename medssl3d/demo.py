@@ -359,7 +359,7 @@ def plot_gradcam_pair(models: dict[str, torch.nn.Module], images: np.ndarray, cl
     predicted = predict_proba(first.cpu(), x).argmax(1)
     right, wrong = np.flatnonzero(predicted == classes), np.flatnonzero(predicted != classes)
     shown = [*right[:per_kind], *wrong[:per_kind]]
-    figure = Figure(figsize=(1.6 * len(shown), 1.95 * len(models) + 0.5))
+    figure = Figure(figsize=(1.75 * len(shown), 1.95 * len(models) + 0.5))
     for row, (init, model) in enumerate(models.items()):
         model = copy.deepcopy(model).cpu().eval()
         cam = GradCAM(nn_module=model, target_layers=layer)
@@ -371,9 +371,11 @@ def plot_gradcam_pair(models: dict[str, torch.nn.Module], images: np.ndarray, cl
             axes.imshow(heat, cmap="jet", alpha=0.6 * heat, vmin=0, vmax=1)  # the weak part stays see-through
             guess = int(probs[column].argmax())
             mark = "\u2713" if guess == classes[index] else "\u2717"
-            axes.set_title(f"true {names[classes[index]]}\n{init}: {names[guess]} {probs[column, guess]:.2f} {mark}",
+            axes.set_title(f"true {names[classes[index]]}\ngot {names[guess]} {probs[column, guess]:.2f} {mark}",
                            fontsize=7)
             axes.set_axis_off()
+            if column == 0:
+                axes.text(-0.1, 0.5, init, transform=axes.transAxes, rotation=90, ha="right", va="center")
     figure.suptitle(f"Grad-CAM at {layer} (upsampled) of the predicted class, {caption}: test images the "
                     f"{next(iter(models))} model classifies right (left {min(per_kind, len(right))}) and wrong "
                     f"(right {min(per_kind, len(wrong))})", fontsize=8)
