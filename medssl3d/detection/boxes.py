@@ -1,10 +1,11 @@
-"""Box tables -> detection datalist items (``box``, ``label``), checked row by row against the images.
+"""Box tables -> detection datalist items (``box``, ``box_label``), checked row by row against the images.
 
 Two CSV forms are read:
 
 * 2D (radiographs): ``image_id,class_name,x_min,y_min,x_max,y_max`` in pixels of the stored image (x: column,
-  y: row; within ``[0, width] x [0, height]`` as MONAI's ``ClipBoxToImage`` counts), one row per box. ``image_id`` is the image file's name without its
-  suffix. A row with class ``No finding`` (or empty coordinates) marks an image without boxes.
+  y: row; within ``[0, width] x [0, height]`` as MONAI's ``ClipBoxToImage`` counts), one row per box.
+  ``image_id`` is the image file's name without its suffix. A row with class ``No finding`` (or empty
+  coordinates) marks an image without boxes.
 * 3D (LUNA16 ``annotations.csv``): ``seriesuid,coordX,coordY,coordZ,diameter_mm`` in world millimetres (LPS,
   as ITK and LUNA16 report them), one row per nodule; ``seriesuid`` is the volume's file name without its
   suffix. Every nodule is class 0 (other columns, e.g. ``class``, are ignored).
@@ -12,8 +13,9 @@ Two CSV forms are read:
 An image of the datalist without a row is a negative (no boxes). Items get ``box`` (float32, ``(N, 4)`` xyxy
 pixels or ``(N, 6)`` cccwhd world mm, for MONAI's ``ConvertBoxToStandardModed``/``AffineBoxToImageCoordinated``)
 and ``box_label`` (int64, ``(N,)``; ``label`` stays the Decathlon segmentation file). Errors
-(:class:`~medssl3d.errors.InputError`) name the CSV row: a box of zero size or outside its image, a class beyond ``class_names``, an image or series that is not in the datalist, a
-nodule centre outside its volume (checked from the headers only, SimpleITK).
+(:class:`~medssl3d.errors.InputError`) name the CSV row: a box of zero size or outside its image, a class
+beyond ``class_names``, an image or series that is not in the datalist, a nodule centre outside its volume
+(checked from the headers only, SimpleITK).
 """
 
 from __future__ import annotations
