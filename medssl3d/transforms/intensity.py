@@ -1,7 +1,7 @@
 """Intensity transforms MONAI lacks: contrast-limited adaptive histogram equalisation (CLAHE).
 
 HU windows need no code of ours: MONAI's ``ScaleIntensityRanged`` with ``clip=True`` does them, and the
-window presets live in ``configs/preprocessing/ct.yaml``.
+window presets live in ``configs/modality/ct.yaml`` (copied into every CT bundle).
 """
 
 from __future__ import annotations
