@@ -178,7 +178,7 @@ def cached_dataset(
     policy: ``auto`` (RAM when the estimated size fits the budget, else disk under ``cache_dir``), ``ram``
     (``CacheDataset``), ``disk`` (``PersistentDataset``; keyed by item and by the deterministic transforms'
     settings, so a changed spacing or window never reuses a stale cache) or ``none`` (``Dataset``).
-    ram_budget_gb: RAM for the cache on this node; ``None`` = half of the memory available now.
+    ram_budget_gb: RAM for this dataset's cache on this node; ``None`` = half of the memory available now.
     cache_rate: at most this fraction is cached in RAM (0: no caching at all, whatever the policy).
     spacing / spatial_size: the target spacing (mm) or the fixed size the chain produces, for the estimate.
     name: how the message names this dataset (``training``, ``validation``).
@@ -206,7 +206,7 @@ def cached_dataset(
     needed = estimate_cached_bytes(data, spacing, spatial_size) * cache_rate
     budget, origin = ram_budget_bytes(ram_budget_gb)
     chosen, fraction = choose_policy(needed, budget, cache_dir, policy)
-    size = f"{len(data)} items need ~{_gb(needed)} cached (estimated from the image headers)"
+    size = f"{len(data)} item{'s' * (len(data) != 1)} need ~{_gb(needed)} cached (estimated from the image headers)"
     if chosen == "disk":
         why = "cache disk" if policy == "disk" else f"more than the RAM budget of {_gb(budget)} ({origin})"
         _say(f"{name}: caching on disk under {cache_dir} (PersistentDataset, filled during the first epoch and "
