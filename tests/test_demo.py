@@ -97,7 +97,7 @@ def test_demo_refuses_a_3d_file_with_one_line(tmp_path, capsys):
 
 def test_demo_rejects_zero_seeds(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "0"]) == 2
-    assert "medssl3d demo: error: --seeds" in capsys.readouterr().err
+    assert "medssl3d demo: error: --seeds, --pretrain-epochs and --threads must be at least 1" in capsys.readouterr().err
 
 
 def test_synthetic_ct_path_runs_end_to_end(tmp_path, capsys, blocked_network):
