@@ -9,6 +9,7 @@ datalists, checkpoints, encoder exports).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -31,15 +32,25 @@ def _umask() -> int:
 
 
 def _sync(path: Path) -> None:
-    """Flush ``path`` (a file or a folder's entries) to disk; file systems that refuse it for folders are let be."""
+    """Flush the file ``path`` to disk; an error (e.g. a full disk) propagates."""
+    handle = os.open(path, os.O_RDONLY)
     try:
-        handle = os.open(path, os.O_RDONLY)
-    except OSError:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename in it) to disk, where the platform and file system allow it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where a folder cannot be opened
         return
     try:
         os.fsync(handle)
-    except OSError:
-        pass  # e.g. a folder on a file system without directory fsync: the rename is atomic all the same
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise  # a file system without directory fsync is let be; a failing disk is not
     finally:
         os.close(handle)
 
@@ -73,7 +84,7 @@ def atomic_path(destination: str | os.PathLike, overwrite: bool = True, keep_suf
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         _sync(temporary)
         os.replace(temporary, destination)
-        _sync(destination.parent)
+        _sync_folder(destination.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -127,7 +138,7 @@ def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> It
         yield staging
         if not destination.exists():
             os.replace(staging, destination)
-            _sync(destination.parent)
+            _sync_folder(destination.parent)
             return
         old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
         os.replace(destination, old / "previous")
@@ -137,7 +148,7 @@ def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> It
             os.replace(old / "previous", destination)  # put the previous folder back
             raise
         else:
-            _sync(destination.parent)
+            _sync_folder(destination.parent)
         finally:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -294,7 +295,14 @@ def test_dicom_disk_full_names_the_file_and_keeps_nothing(tmp_path, capsys, monk
     if full_at == "nifti":  # the compressed NIfTI cannot be written
         monkeypatch.setattr(gzip.GzipFile, "write", full)
     else:  # the NIfTI is written, the JSON sidecar's fsync finds the disk full
-        monkeypatch.setattr("medssl3d.atomic.os.fsync", full)
+        fsync = os.fsync
+
+        def full_for_json(handle):
+            if os.readlink(f"/proc/self/fd/{handle}").endswith(".json"):
+                full()
+            return fsync(handle)
+
+        monkeypatch.setattr("medssl3d.atomic.os.fsync", full_for_json)
     code = data_prep_script("dicom_to_nifti").main([str(tmp_path / "in"), str(tmp_path / "out"), "--no-progress"])
     monkeypatch.undo()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
