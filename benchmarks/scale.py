@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     cache_bytes = _du(run_dir / "cache")
     peak = max(samples, key=lambda s: s["rss_mib"])
     peak_pss = max(s["pss_mib"] for s in samples)
+    phases = {  # set-up (with a RAM cache fill) and training; forked workers share pages: PSS counts them once
+        phase: {"peak_rss_gib": round(max(s["rss_mib"] for s in part) / 1024, 2),
+                "peak_pss_gib": round(max(s["pss_mib"] for s in part) / 1024, 2)}
+        for phase, part in (("setup", [s for s in samples if s["t_s"] < setup_s]),
+                            ("training", [s for s in samples if s["t_s"] >= setup_s])) if part}
     on_disk = "on disk" in policy
     scale = args.project / args.n
     projected = {
@@ -188,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_epoch_h": round((epochs[1]["epoch_s"] + (setup_s if not on_disk else 0)) * scale / 3600, 2),
         "later_epoch_h": round(later["epoch_s"] / max(1, len(epochs) - 1) * scale / 3600, 2),
         "s_per_iteration": later["s_per_iteration"], "data_wait_share": later["data_wait_share"],
-        "how": "disk cache and epoch time (the first with the RAM cache fill) x (project / n); s/iteration, data-wait share and (disk cache) peak RSS "
-               "do not depend on the volume count",
+        "how": "disk cache and epoch time (the first with the RAM cache fill) x (project / n); s/iteration, "
+               "data-wait share and (disk cache) peak RSS do not depend on the volume count",
     }
     result = {
         "command": " ".join(["python", "benchmarks/scale.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -198,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthesize_s": round(synth_s, 1), "run_s": round(run_s, 1), "policy": policy,
         "setup_s": round(setup_s, 1),  # start-up, model, and the RAM cache fill (a disk cache fills in epoch 1)
         "peak_rss_gib": round(peak["rss_mib"] / 1024, 2), "peak_pss_gib": round(peak_pss / 1024, 2),
-        "processes_at_peak": peak["processes"], "disk_cache_gb": round(cache_bytes / 1024**3, 2),
+        "processes_at_peak": peak["processes"], "phases": phases, "disk_cache_gb": round(cache_bytes / 1024**3, 2),
         "epochs_summary": epochs, "later_epochs": later, "projected": projected, "samples": samples,
     }
     (args.out / "scale.json").write_text(json.dumps(result, indent=1))
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.n} volumes, {args.workers} workers: peak RSS {result['peak_rss_gib']} GiB "
           f"(PSS {result['peak_pss_gib']} GiB, {peak['processes']} processes), disk cache "
           f"{result['disk_cache_gb']} GB")
+    print(f"peaks by phase: {phases}")
     print(f"set-up before the first iteration (imports, model, RAM cache fill): {setup_s:.0f} s")
     for epoch, summary in epochs.items():
         print(f"epoch {epoch}: {summary['iterations']} iterations, {summary['s_per_iteration']} s/iteration "
