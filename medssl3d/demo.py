@@ -164,9 +164,9 @@ def prepare_dataset(settings: DemoSettings, work: Path) -> tuple[Path, dict]:
                             for index, kind in enumerate(("images", "labels"))})
     datalist = convert_medmnist(source, work / "dataset", image_format="png", label_fractions=(),
                                 seed=settings.seed, class_names=settings.class_names, overwrite=True)
-    description = {"file": settings.data.name, "reference": REFERENCE, "image_size": list(images.shape[1:]),
+    description = {"file": settings.data.name, "reference": REFERENCE, "image_size": images.shape[1],
                    **{f"{key}_images": len(labels) for key, (_, labels) in splits.items()},
-                   "training_classes": np.bincount(splits["training"][1]).tolist()}
+                   "training_images_per_class": ", ".join(map(str, np.bincount(splits["training"][1])))}
     return datalist.parent, description
 
 
@@ -412,8 +412,9 @@ def write_demo_report(settings: DemoSettings, records: list[dict], models: dict,
                         "batch": settings.pretrain_batch},
         "fine_tuning": {"images_drawn_per_run": settings.finetune_images, "batch": settings.finetune_batch,
                         "lr": settings.lr, "encoder_lr_scale_pretrained": settings.encoder_lr_scale,
-                        "class_balanced": True, "selection": f"best validation AUC of {settings.val_evaluations} "
-                        "evaluations per run"},
+                        "class_balanced": True, "seeds": ", ".join(map(str, settings.seeds)),
+                        "selection": f"best validation AUC, measured every max(1, epochs // "
+                        f"{settings.val_evaluations}) epochs and at the last"},
         f"auc_gain_at_{smallest:g}": gain,
         "test_embedding_quality_smallest_fraction": quality,
         "gradcam_test_indices": shown,
@@ -465,7 +466,7 @@ def _run_steps(settings: DemoSettings) -> Path:
 
     progress.stage(1, f"converting {settings.data.name} to PNG files and a datalist ...")
     dataset_dir, data = prepare_dataset(settings, work)
-    image_size = data["image_size"][0]
+    image_size = data["image_size"]
     progress.line(f"{data['training_images']} training, {data['validation_images']} validation and "
                   f"{data['test_images']} test images of {image_size}x{image_size} pixels")
     lap("conversion")
