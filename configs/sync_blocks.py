@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = {"CT": "ct", "X-ray": "xray", "histology": "histology"}  # block name -> its source, configs/modality/<file>.yaml
+BLOCKS = {"CT": "ct", "MRI": "mri", "X-ray": "xray", "histology": "histology"}  # block name -> its source, configs/modality/<file>.yaml
 
 
 def begin_marker(name: str) -> str:

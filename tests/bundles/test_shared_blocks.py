@@ -96,6 +96,19 @@ def test_one_edit_of_the_ct_source_reaches_every_ct_chain(tmp_path):
         assert parser.get_parsed_content("intensity_window") == new[preset], name  # what an export records
 
 
+def test_the_mri_switch_and_the_mri_reference_chain_share_one_source(tmp_path):
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    source = tmp_path / "configs" / "modality" / "mri.yaml"
+    text = source.read_text()
+    assert "mri_percentiles: [0.5, 99.5]" in text
+    source.write_text(text.replace("mri_percentiles: [0.5, 99.5]", "mri_percentiles: [1.0, 99.0]"))  # the one edit
+    assert _sync_module().sync(tmp_path) == [tmp_path / "configs" / "preprocessing" / "mri.yaml"]
+    _, steps = _chain(tmp_path, ["configs/preprocessing/mri.yaml"], "preprocessing")
+    (scale,) = [step.scaler for step in steps if type(step).__name__ == "ScaleIntensityRangePercentilesd"]
+    assert (scale.lower, scale.upper) == (1.0, 99.0)
+    assert _spacing(steps) == [1.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("name", sorted(CT_CHAINS))
 def test_merging_the_unchanged_ct_file_changes_nothing(name):
     files, key, preset = CT_CHAINS[name]
