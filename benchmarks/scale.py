@@ -81,8 +81,9 @@ def write_cohort(out: Path, n: int) -> Path:
 
 class DataClock:
     """Ignite handler inside the bundle run: wall-clock stamps of the run's start (after set-up and any RAM cache
-    fill) and of every batch fetch and iteration end, with the epoch, written as JSON to ``path`` when the run completes. A bundle run gets it through
-    ``--train#handlers "$[__import__('scale').DataClock(path)]"`` with ``benchmarks/`` on ``PYTHONPATH``."""
+    fill) and of every batch fetch and iteration end, with the epoch, written as JSON to ``path`` when the run
+    completes. A bundle run gets it through ``--train#handlers "$[__import__('scale').DataClock(path)]"`` with
+    ``benchmarks/`` on ``PYTHONPATH``."""
 
     def __init__(self, path: str) -> None:
         self.path, self.rows, self.fetch, self.started = Path(path), [], 0.0, 0.0
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "--train#handlers", f"$[__import__('scale').DataClock({str(clock)!r})]",
         *(["--cache_ram_gb", str(args.cache_ram_gb)] if args.cache_ram_gb is not None else []), *args.bundle_args,
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     args.out.mkdir(parents=True, exist_ok=True)
     log = (args.out / "bundle.log").open("w")
     start, start_wall = time.perf_counter(), time.time()

@@ -206,7 +206,8 @@ def cached_dataset(
     needed = estimate_cached_bytes(data, spacing, spatial_size) * cache_rate
     budget, origin = ram_budget_bytes(ram_budget_gb)
     chosen, fraction = choose_policy(needed, budget, cache_dir, policy)
-    size = f"{len(data)} item{'s need' if len(data) != 1 else ' needs'} ~{_gb(needed)} cached (estimated from the image headers)"
+    size = (f"{len(data)} item{'s need' if len(data) != 1 else ' needs'} ~{_gb(needed)} cached (estimated from the "
+            "image headers)")
     if chosen == "disk":
         why = "cache disk" if policy == "disk" else f"more than the RAM budget of {_gb(budget)} ({origin})"
         _say(f"{name}: caching on disk under {cache_dir} (PersistentDataset, filled during the first epoch and "

@@ -63,7 +63,8 @@ def test_ram_budget_is_shared_by_the_processes_of_a_node(monkeypatch):
 
 def test_bundle_dataset_follows_the_budget(tmp_path, capsys):
     data = [{"image": _volume(tmp_path / f"v{i}.nii.gz")} for i in range(4)]  # 4 x 58800 bytes
-    small = cached_dataset(data, _chain(), spacing=[1, 1, 2], ram_budget_gb=1, cache_dir=tmp_path / "cache", name="training")
+    small = cached_dataset(data, _chain(), spacing=[1, 1, 2], ram_budget_gb=1, cache_dir=tmp_path / "cache",
+                           name="training")
     assert isinstance(small, CacheDataset) and len(small._cache) == 4
     assert "training: caching 4 of 4 items in RAM" in capsys.readouterr().out
     assert not (tmp_path / "cache").exists()
