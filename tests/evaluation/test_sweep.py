@@ -52,13 +52,12 @@ def swept(cohort, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     sweep, out = tiny_sweep(root / "sweep.yaml", cohort), root / "out"
     assert main(["sweep", str(sweep), "--out", str(out)]) == 0
-    return sweep, out
+    # the first run's table, read now: test_resumed_sweep_skips_finished_runs rewrites it, in whichever order they run
+    return sweep, out, json.loads((out / "comparison.json").read_text())["rows"]
 
 
 def test_sweep_trains_each_value_and_compares_them(swept):
-    _, out = swept
-    saved = json.loads((out / "comparison.json").read_text())
-    rows = saved["rows"]
+    _, out, rows = swept
     assert [(r["run"], r["lr"], r["method"], r["status"], r["n"]) for r in rows] == [
         ("lr=0.001", 0.001, "knn_weighted", "trained", 1), ("lr=0.1", 0.1, "knn_weighted", "trained", 1)]
     assert all(0 <= r["accuracy_mean"] <= 1 for r in rows)
@@ -74,7 +73,7 @@ def test_sweep_trains_each_value_and_compares_them(swept):
 
 
 def test_resumed_sweep_skips_finished_runs(swept, capsys):
-    sweep, out = swept
+    sweep, out, _ = swept
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/models/encoder.pt")}
     before = json.loads((out / "comparison.json").read_text())["rows"]
     assert main(["sweep", str(sweep), "--out", str(out)]) == 0

@@ -30,7 +30,7 @@ def test_scan_and_modality_matching_learn(encoder3d, check_method, scan_batch):
     method = build_method("scan_matching", encoder3d, modality=True)
     assert scan_batch["image"].shape == (6, 1, 32, 32, 32)
     assert scan_batch["modality_index"].tolist() == [0, 0, 0, 0, 1, 1]
-    first, last = check_method(method, scan_batch, ["same_scan", "same_modality"], steps=10, lr=1e-2)
+    first, last = check_method(method, scan_batch, ["same_scan", "same_modality"], steps=20)
     assert last < 0.5 * first
 
 
