@@ -34,6 +34,10 @@ __all__ = ["error_line", "install"]
 
 PREFIX = "medssl3d: error: "
 _FILENAME_LOCALS = ("filename", "filename_or_obj", "fname", "file_path")
+# only data files are named: a config, script or log path in a frame (MONAI's runner holds its config file as
+# ``filename``) says nothing about the input that failed
+_DATA_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff",
+                  ".dcm", ".npz", ".npy", ".gz", ".csv", ".pt")
 _WORKER_MARK = "Original Traceback (most recent call last):"
 _NOT_EXCEPTION_LINES = ("Traceback ", "The above exception", "During handling", "Caught ", "Original Traceback")
 _CORRUPT = re.compile(r"truncat|end-of-stream|ended before|unexpected end|corrupt|incorrect header|invalid block|"
@@ -80,7 +84,7 @@ def _worker_error(exc: BaseException) -> str | None:
 def _as_path(value) -> str | None:
     if isinstance(value, (list, tuple)) and value:
         value = value[0]
-    if isinstance(value, (str, os.PathLike)) and str(value) and os.path.exists(value):
+    if isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(_DATA_SUFFIXES) and os.path.exists(value):
         return os.fspath(value)
     return None
 

@@ -121,6 +121,20 @@ def test_other_errors_give_the_innermost_cause():
     assert error_line(exc) == "KeyError: 'query key: export_metadata'"
 
 
+def test_a_config_file_in_the_frames_is_not_blamed(tmp_path):
+    # MONAI's runner keeps its config file in a local called ``filename``: an error while training is not about it
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 1\n")
+
+    def run(filename):
+        raise ValueError("loss is NaN")
+
+    try:
+        run(str(config))
+    except ValueError as exc:
+        assert error_line(exc) == "ValueError: loss is NaN"
+
+
 # ---- real bundle runs ------------------------------------------------------------------------------------------
 def _ct_volume(path: Path, data: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(data.astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
