@@ -1,7 +1,7 @@
 """Label-fraction study of detection: pretrain one encoder, fine-tune RetinaNet at several label fractions,
 pretrained vs scratch, several seeds; FROC and COCO tables, a curve, and a random-detector baseline.
 
-    python benchmarks/detection_label_fraction.py --profile quick --work-dir /tmp/det_study
+    python benchmarks/detection_label_fraction.py --profile quick --work-dir WORK
     python benchmarks/detection_label_fraction.py --profile full --data /data/luna16_like --work-dir runs/det
 
 Without ``--data`` a synthetic cohort is written (settings: ``benchmarks/detection_label_fraction.yaml``). With

@@ -8,8 +8,8 @@ then runs a pretraining bundle over them (``genesis_ct`` by default) with its de
 run is timed by an ignite handler inside the bundle process (:class:`DataClock`): per iteration the wait for
 the batch (``GET_BATCH_STARTED`` -> ``GET_BATCH_COMPLETED``) and the whole iteration (batch + step + handlers).
 
-    python benchmarks/scale.py --n 40 --epochs 2 --workers 2 --out /tmp/scale
-    python benchmarks/scale.py --n 40 --cache_ram_gb 1 --out /tmp/scale     # the policy 888 volumes get
+    python benchmarks/scale.py --n 40 --epochs 2 --workers 2 --out OUT
+    python benchmarks/scale.py --n 40 --cache_ram_gb 1 --out OUT          # the policy 888 volumes get
 
 Reports peak RSS and PSS of the tree, the disk cache size, s/iteration and the data-wait share for the first
 epoch (the cache is filled) and the later ones (it is read), and projects them to ``--project`` volumes:
