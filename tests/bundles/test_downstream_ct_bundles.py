@@ -116,8 +116,9 @@ def _finished(trains, name: str) -> tuple[str, Path]:
 
 def test_candidate_outside_its_volume_is_refused(data, tmp_path, capsys):
     csv_path = tmp_path / "candidates.csv"
-    first = (data["ct"] / "nodules.csv").read_text().splitlines()[:2]  # header and a candidate inside ct_0000
-    csv_path.write_text("\n".join([*first, "ct_0000,500,0,0,1"]) + "\n")
+    header, inside = (data["ct"] / "nodules.csv").read_text().splitlines()[:2]  # a candidate inside ct_0000
+    outside = dict(zip(header.split(","), inside.split(",")), seriesuid="ct_0000", coordX="500", coordY="0", coordZ="0")
+    csv_path.write_text("\n".join([header, inside, ",".join(outside.values())]) + "\n")
     extract = runpy.run_path(str(ROOT / "data_prep" / "extract_nodule_patches.py"))["main"]
     code = extract([str(csv_path), str(data["ct"] / "imagesTr"), "--output", str(tmp_path / "out")])
     message = capsys.readouterr().err
