@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from medssl3d.data.synthetic import synthesize_cohort
@@ -40,9 +41,14 @@ def _free_port() -> int:
 def _two_nodes(bundle: str, settings: dict) -> None:
     """Run ``bundle`` with its multi-GPU override on 2 nodes of 1 process each; both must exit 0."""
     configs = str([str(BUNDLES / bundle / "configs" / n) for n in ("train.yaml", "multi_gpu_train.yaml")])
+    # The rendezvous store lives in this process, which outlives both nodes: when one node's agent hosts it
+    # (torchrun's default), the other can fail its own shutdown with RendezvousConnectionError after training
+    # finished, because the host exited first.
+    port = _free_port()
+    store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-               "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", bundle,
-               "-m", "monai.bundle", "run", "--config_file", configs]
+               "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", bundle,
+               "--rdzv_conf", "is_host=false", "-m", "monai.bundle", "run", "--config_file", configs]
     for key, value in settings.items():
         command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -54,6 +60,7 @@ def _two_nodes(bundle: str, settings: dict) -> None:
         for node in nodes:
             if node.poll() is None:
                 node.kill()
+        del store
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-4000:]
 
