@@ -2,6 +2,7 @@
 pretrained vs scratch, several seeds; FROC and COCO tables, a curve, and a random-detector baseline.
 
     python benchmarks/detection_label_fraction.py --profile quick --work-dir WORK
+    python benchmarks/detection_label_fraction.py --profile study --work-dir WORK --jobs 2
     python benchmarks/detection_label_fraction.py --profile full --data /data/luna16_like --work-dir runs/det
 
 Without ``--data`` a synthetic cohort is written (settings: ``benchmarks/detection_label_fraction.yaml``). With
@@ -11,16 +12,24 @@ added to a copy of the datalist in the work folder (one seeded order of the trai
 The pretraining bundle (``genesis_ct`` / ``contrastive_xray``) runs once on the training list without labels; every
 fine-tuning run is ``bundles/detection_<modality>`` with its ``evaluate.yaml`` on ``test``. The random baseline
 scores, per test image, 100 boxes of the training boxes' median size at uniform random places and scores.
-Writes ``<work-dir>/results.json``, ``results.md`` and ``curve.png``.
+Fine-tuning runs go largest fraction first (the 100 % runs tell early whether the detector learns at all);
+``--jobs`` runs that many at once, each on one torch thread. A profile with ``iterations`` gives every run the same
+number of training iterations whatever its fraction (``epochs`` x ``epoch_length``), so that small fractions are
+not also trained shorter. Each run records its wall seconds, its seconds per training iteration (median over the
+epochs without validation) and the load average. Writes ``<work-dir>/results.json``, ``results.md`` and
+``curve.png``; a re-run skips the runs whose test metrics exist.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +60,19 @@ def _bundle(configs: list[str], overrides: dict, log: Path) -> float:
     start = time.perf_counter()
     with open(log, "w") as handle:
         code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
-                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     if code:
         raise RuntimeError(f"{' '.join(command[:6])} failed; see {log}:\n{log.read_text()[-2000:]}")
     return time.perf_counter() - start
+
+
+def seconds_per_iteration(log: Path, epoch_length: int, val_interval: int) -> float | None:
+    """Median wall seconds per training iteration from a train log: ignite's epoch times of the epochs that ran no
+    validation, divided by the iterations per epoch."""
+    pattern = re.compile(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete. Time taken: (\d+):(\d+):([\d.]+)")
+    times = [(int(h) * 3600 + int(m) * 60 + float(s)) / epoch_length
+             for epoch, h, m, s in pattern.findall(log.read_text()) if int(epoch) % val_interval]
+    return float(np.median(times)) if times else None
 
 
 def nested_fractions(datalist: Path, out: Path, fractions, seed: int = 0) -> Path:
@@ -102,7 +120,9 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--data", type=Path, default=None, help="folder with datalist.json and the box table")
     parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once (one torch thread each)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     settings = yaml.safe_load(args.config.read_text())
     profile, modality = settings["profiles"][args.profile], settings["modality"]
     pretrain_bundle, detect_bundle, table_name, dims = BUNDLES[modality]
@@ -127,25 +147,42 @@ def main(argv=None) -> None:
                            **profile["pretrain_overrides"]}, work / "pretrain.log")
         results["pretrain_seconds"] = seconds
     configs = [str(ROOT / "bundles" / detect_bundle / "configs" / name) for name in ("train.yaml", "evaluate.yaml")]
-    for fraction in profile["fractions"]:
-        for arm in ("pretrained", "scratch"):
-            for seed in profile["seeds"]:
-                out = work / "runs" / f"{arm}_{round(100 * fraction)}pct_seed{seed}"
-                common = {"dataset_dir": str(data), "datalist": str(datalist), "boxes_csv": str(table),
-                          "output_dir": str(out), "seed": seed, **profile["detect_overrides"]}
-                if arm == "pretrained":
-                    common.update(pretrained_encoder=str(encoder), encoder_lr=profile["encoder_lr_pretrained"])
-                metrics_file = out / "metrics_test.json"
-                if not metrics_file.is_file():
-                    train_s = _bundle(configs[:1], {**common, "label_fraction": fraction}, out.with_suffix(".train.log"))
-                    _bundle(configs, {**common, "eval_key": "test"}, out.with_suffix(".eval.log"))
-                else:
-                    train_s = None
-                metrics = json.loads(metrics_file.read_text())
-                results["runs"].append({"fraction": fraction, "arm": arm, "seed": seed, "train_seconds": train_s,
-                                        **{k: metrics[k] for k in REPORTED}})
-                print(f"{arm:10s} {fraction:4.0%} seed {seed}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in REPORTED),
-                      flush=True)
+    overrides = dict(profile["detect_overrides"])
+    jobs = [(fraction, arm, seed) for fraction in sorted(profile["fractions"], reverse=True)
+            for arm in ("pretrained", "scratch") for seed in profile["seeds"]]
+    training = json.loads(datalist.read_text())
+
+    def run(job):
+        fraction, arm, seed = job
+        out = work / "runs" / f"{arm}_{round(100 * fraction)}pct_seed{seed}"
+        common = {"dataset_dir": str(data), "datalist": str(datalist), "boxes_csv": str(table),
+                  "output_dir": str(out), "seed": seed, **overrides}
+        if "iterations" in profile:  # the same iteration budget at every fraction
+            common.update(epochs=profile["iterations"] // profile["epoch_length"], epoch_length=profile["epoch_length"])
+        if arm == "pretrained":
+            common.update(pretrained_encoder=str(encoder), encoder_lr=profile["encoder_lr_pretrained"])
+        metrics_file = out / "metrics_test.json"
+        record = {"fraction": fraction, "arm": arm, "seed": seed,
+                  "training_images": len(training["training" if fraction >= 1 else fraction_key("training", fraction)])}
+        if not metrics_file.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            record["load_start"] = os.getloadavg()[0]
+            record["train_seconds"] = _bundle(configs[:1], {**common, "label_fraction": fraction},
+                                              out.with_suffix(".train.log"))
+            record["eval_seconds"] = _bundle(configs, {**common, "eval_key": "test"}, out.with_suffix(".eval.log"))
+            record["load_end"] = os.getloadavg()[0]
+        if out.with_suffix(".train.log").is_file() and "epoch_length" in common:
+            record["seconds_per_iteration"] = seconds_per_iteration(out.with_suffix(".train.log"),
+                                                                    common["epoch_length"], common.get("val_interval", 5))
+        metrics = json.loads(metrics_file.read_text())
+        record.update({k: metrics[k] for k in REPORTED})
+        print(f"{arm:10s} {fraction:4.0%} seed {seed}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in REPORTED),
+              flush=True)
+        return record
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results["runs"] = list(pool.map(run, jobs))
+    results["wall_seconds"] = time.perf_counter() - started
     results["random_baseline"] = {k: v for k, v in random_baseline(datalist, data, table, dims).items() if k in REPORTED}
     (work / "results.json").write_text(json.dumps(results, indent=2))
     (work / "results.md").write_text(markdown(results))
