@@ -118,6 +118,7 @@ def build_detector(
     score_thresh: float = 0.02,
     nms_thresh: float = 0.22,
     detections_per_image: int = 100,
+    prepared_inputs: dict | None = None,
 ) -> EncoderRetinaNetDetector:
     """RetinaNet detector whose backbone is a medssl3d encoder, from an export or from scratch.
 
@@ -134,6 +135,9 @@ def build_detector(
             share of positives (MONAI's ``HardNegativeSampler``).
         score_thresh, nms_thresh, detections_per_image: inference box selection (sigmoid score threshold,
             NMS IoU, boxes kept per image).
+        prepared_inputs: how this run prepares its inputs (``modality``, ``intensity_window``, ``spacing``,
+            ``orientation``); a pretrained encoder prepared otherwise is warned about once, naming both (see
+            :func:`medssl3d.transfer.load_pretrained_encoder`).
 
     Inputs must have every side a multiple of the coarsest used stride (the detector pads them).
     """
@@ -144,7 +148,8 @@ def build_detector(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"build_detector: num_classes must be a positive int, got {num_classes!r}.")
     backbone = build_encoder(name, dims, channels, **kwargs)
-    report = None if pretrained_encoder is None else load_pretrained_encoder(backbone, pretrained_encoder)
+    report = None if pretrained_encoder is None else load_pretrained_encoder(
+        backbone, pretrained_encoder, prepared_inputs=prepared_inputs)
     extractor = EncoderFPN(backbone, levels, fpn_channels)
     finest = extractor.strides[0]
     if base_anchor_shapes is None:

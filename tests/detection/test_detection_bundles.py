@@ -53,8 +53,9 @@ def data(tmp_path_factory) -> Path:
     datalist["training_50pct"] = datalist["training"][:4]
     (root / "xray" / "datalist.json").write_text(json.dumps(datalist))
     synthesize_cohort("ct", 6, root / "ct", size=(64, 64, 24), spacing=(1.0, 1.0, 2.0), seed=1, progress=False)
-    export_encoder(build_encoder("resnet10", 2, 1), root / "encoder_2d.pt", patch_size=[64, 64])
-    export_encoder(build_encoder("resnet10", 3, 1), root / "encoder_3d.pt", patch_size=[32, 32, 32])
+    export_encoder(build_encoder("resnet10", 2, 1), root / "encoder_2d.pt", patch_size=[64, 64], modality="XR")
+    export_encoder(build_encoder("resnet10", 3, 1), root / "encoder_3d.pt", patch_size=[32, 32, 32], modality="CT",
+                   intensity_window=[-1000, 400], spacing=[1.0, 1.0, 2.0], orientation="RAS")  # window differs
     return root
 
 
@@ -118,6 +119,7 @@ ENCODER = "network.feature_extractor.encoder."
 def test_pretrained_encoder_loaded_and_encoder_lr_applied(runs, data):
     out, output = _finished(runs, "xray_pretrained")
     assert "loaded 72 tensors, 0 missing, 0 unexpected" in output
+    assert "was pretrained on" not in output, "an XR export prepared as this bundle prepares is not warned about"
     assert output.count("train_loss") >= 2 and "val_mAP" in output
     exported = _weights(data / "encoder_2d.pt")["state_dict"]
     final = _weights(out / "model_final.pt")
@@ -129,6 +131,8 @@ def test_pretrained_encoder_loaded_and_encoder_lr_applied(runs, data):
 def test_frozen_3d_encoder_keeps_weights_and_batchnorm(runs, data):
     out, output = _finished(runs, "ct_frozen")
     assert "loaded 72 tensors" in output and "val_froc" in output
+    assert output.count("was pretrained on CT window [-1000, 400] at 1x1x2 mm RAS; this run prepares CT window "
+                        "[-1024, 300] at 1x1x2 mm RAS (differs in intensity_window)") == 1, output[-3000:]
     exported = _weights(data / "encoder_3d.pt")["state_dict"]
     final = _weights(out / "model_final.pt")
     for name, value in exported.items():  # parameters and BatchNorm running statistics

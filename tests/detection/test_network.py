@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -71,6 +72,23 @@ def test_export_loads_into_the_backbone_and_modes_freeze_it(tmp_path):
     assert groups["encoder"]["lr"] == 1e-4 and groups["head"]["lr"] == 1e-3
     with pytest.raises(ValueError, match="spatial_dims is 2 but 3 was asked for"):
         build_detector(1, spatial_dims=3, pretrained_encoder=path)
+
+
+def test_preparation_mismatch_with_the_export_is_warned_once_naming_both(tmp_path):
+    prepared = {"modality": "CT", "intensity_window": [-1024, 300], "spacing": [1.5, 1.5, 1.5], "orientation": "RAS"}
+    path = export_encoder(build_encoder("resnet10", 3, 1), tmp_path / "encoder.pt", patch_size=[32, 32, 32],
+                          modality="CT", intensity_window=[-1000, 1000], spacing=[1.5, 1.5, 1.5], orientation="RAS")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own rule: a given warning text once per place
+        for _ in range(2):
+            build_detector(1, spatial_dims=3, pretrained_encoder=path, prepared_inputs=prepared)
+        build_detector(1, spatial_dims=3, pretrained_encoder=path, prepared_inputs={**prepared,
+                                                                                     "intensity_window": [-1000, 1000]})
+        build_detector(1, spatial_dims=3, pretrained_encoder=path)  # nothing stated, nothing compared
+    messages = [str(w.message) for w in caught if "was pretrained on" in str(w.message)]
+    assert messages == [f"{path} was pretrained on CT window [-1000, 1000] at 1.5x1.5x1.5 mm RAS; this run prepares "
+                        "CT window [-1024, 300] at 1.5x1.5x1.5 mm RAS (differs in intensity_window); the encoder "
+                        "transfers best on inputs prepared as in pretraining."]
 
 
 def test_no_torchvision_is_imported(tmp_path):
