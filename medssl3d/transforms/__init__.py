@@ -2,9 +2,12 @@
 
 Every transform is an array class ``Foo`` with a dictionary twin ``Food`` (``MultiViewd`` and ``ScanTagd``, which
 write new keys, are dictionary-only), usable from a bundle's YAML as ``_target_: medssl3d.transforms.Food``.
+``Batch...d`` classes corrupt a whole batch dictionary on its device (a bundle's ``corruption_on: batch``, the GPU
+path).
 """
 
 from .checks import CheckImage, CheckImaged, CheckLabel, CheckLabeld, hu_problem, label_problem
+from .corruption_site import CORRUPTION_SITES, corruption_site
 from .genesis import (
     RandBezierIntensity,
     RandBezierIntensityd,
@@ -15,6 +18,7 @@ from .genesis import (
     RandPainting,
     RandPaintingd,
 )
+from .genesis_batch import BatchGenesisCorruption, BatchGenesisCorruptiond
 from .intensity import CLAHE, CLAHEd
 from .intensity_jitter import RandIntensityJitter, RandIntensityJitterd
 from .jigsaw import (
@@ -26,7 +30,7 @@ from .jigsaw import (
     cut_patches,
     sample_grid_starts,
 )
-from .masking import RandMaskedPatches, RandMaskedPatchesd, mask_patches
+from .masking import BatchMaskedPatchesd, RandMaskedPatches, RandMaskedPatchesd, mask_patches
 from .patch_swap import RandPatchSwap, RandPatchSwapd
 from .permutations import max_hamming_permutations
 from .position import RandPositionCrop, RandPositionCropd, position_bin

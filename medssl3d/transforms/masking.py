@@ -13,7 +13,7 @@ channel's mean and standard deviation).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 
 from .restoration_target import RandRestorationTargetd
 
-__all__ = ["RandMaskedPatches", "RandMaskedPatchesd", "mask_patches"]
+__all__ = ["BatchMaskedPatchesd", "RandMaskedPatches", "RandMaskedPatchesd", "mask_patches"]
 
 
 def _check_image(name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -86,31 +86,41 @@ def mask_patches(
     mask_ratio: float = 0.6,
     fill: float | str = 0.0,
     generator: torch.Generator | None = None,
+    prob: float = 1.0,
+    name: str = "mask_patches",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched patch masking on the images' own device (e.g. inside the training step, on GPU).
+    """Batched patch masking on the images' own device: the GPU path of :class:`RandMaskedPatches`.
 
-    Each sample gets its own mask with exactly ``round(mask_ratio * n_patches)`` masked patches.
+    Each sample gets its own mask: with probability ``prob``, exactly ``round(mask_ratio * n_patches)`` patches
+    chosen uniformly (a random permutation of the patch indices is the ``argsort`` of i.i.d. uniform keys), else
+    none -- the distribution of :class:`RandMaskedPatches`, drawn with pure torch operations on the device.
 
     Args:
         images: floating tensor ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
-        patch_size, mask_ratio, fill: as in :class:`RandMaskedPatches`.
-        generator: optional ``torch.Generator`` on the images' device, for reproducible masks.
+        patch_size, mask_ratio, fill, prob: as in :class:`RandMaskedPatches`.
+        generator: optional ``torch.Generator`` on the images' device, for reproducible masks (``None``: the
+            device's default generator).
+        name: prefixes error messages.
 
     Returns:
-        ``(masked, mask)``: the masked images and the voxel mask ``(B, 1, *spatial)``, float32, 1 = masked.
+        ``(masked, mask)``: the masked images (input dtype and device) and the voxel mask ``(B, 1, *spatial)``,
+        float32, 1 = masked.
     """
-    name = "mask_patches"
     if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5):
         raise ValueError(
             f"{name}: expected a batched tensor (B, C, H, W) or (B, C, H, W, D), got "
             f"{type(images).__name__} of shape {tuple(getattr(images, 'shape', ()))}."
         )
     _check_settings(name, mask_ratio, fill)
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{name}: prob must lie in [0, 1], got {prob}.")
     patch, grid = _patch_grid(name, images.shape[2:], patch_size)
     batch, n_patches = images.shape[0], math.prod(grid)
     order = torch.rand(batch, n_patches, generator=generator, device=images.device).argsort(dim=1)
     patch_mask = torch.zeros(batch, n_patches, dtype=torch.bool, device=images.device)
     patch_mask.scatter_(1, order[:, : round(mask_ratio * n_patches)], True)
+    if prob < 1.0:
+        patch_mask &= torch.rand(batch, 1, generator=generator, device=images.device) < prob
     noise = None
     if fill == "noise":
         noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
@@ -207,3 +217,56 @@ class RandMaskedPatchesd(RandRestorationTargetd):
             allow_missing_keys=allow_missing_keys,
         )
         self.mask_key = mask_key
+
+
+class BatchMaskedPatchesd:
+    """:func:`mask_patches` on a batch dictionary, on the device of its tensors: the GPU path of
+    :class:`RandMaskedPatchesd`.
+
+    For each of ``keys`` (clean images ``(B, C, *spatial)``) writes the masked batch to the matching
+    ``output_key`` (default: the key itself), the original to ``target_key`` and the voxel mask
+    ``(B, 1, *spatial)`` to ``mask_key``, the keys :class:`RandMaskedPatchesd` writes per sample. Each sample
+    gets its own mask (one per call with several keys: the masks of one key only, so give one key). Runs without
+    gradients; ``generator`` as :func:`mask_patches`. Example (a bundle's ``corruption_on: batch``)::
+
+        BatchMaskedPatchesd(keys="image", patch_size=[16, 16, 8], mask_ratio=0.6)
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        patch_size: int | Sequence[int] = 8,
+        mask_ratio: float = 0.6,
+        fill: float | str = 0.0,
+        mask_key: str = "mask",
+        target_key: str = "target",
+        output_key: str | None = None,
+        prob: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"BatchMaskedPatchesd: give one key (a mask per sample), got {self.keys}.")
+        _check_settings("BatchMaskedPatchesd", mask_ratio, fill)
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"BatchMaskedPatchesd: prob must lie in [0, 1], got {prob}.")
+        self.patch_size, self.mask_ratio, self.fill, self.prob = patch_size, mask_ratio, fill, prob
+        self.key = self.keys[0]
+        self.mask_key, self.target_key, self.output_key = mask_key, target_key, output_key or self.key
+        self.generator = generator
+
+    def __call__(self, batch: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(batch)
+        if self.key not in d:
+            raise KeyError(f"BatchMaskedPatchesd: the batch lacks key '{self.key}'; it has {sorted(map(str, d))}.")
+        images = d[self.key]
+        plain = images.as_subclass(torch.Tensor) if isinstance(images, torch.Tensor) else images
+        if isinstance(plain, torch.Tensor) and not plain.is_floating_point():
+            plain = plain.float()
+        with torch.no_grad():
+            masked, mask = mask_patches(plain, self.patch_size, self.mask_ratio, self.fill, self.generator, self.prob,
+                                        name=f"BatchMaskedPatchesd, key '{self.key}'")
+        d[self.target_key] = images
+        d[self.output_key] = convert_to_dst_type(masked, images, dtype=masked.dtype)[0]
+        d[self.mask_key] = mask
+        return d

@@ -5,7 +5,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medssl3d.transforms.masking import RandMaskedPatches, RandMaskedPatchesd, mask_patches
+from medssl3d.transforms.masking import BatchMaskedPatchesd, RandMaskedPatches, RandMaskedPatchesd, mask_patches
+
+from .same_distribution import Z, check_same, same_proportion
 
 CASES = [  # (image shape, patch size)
     ((2, 16, 16), 4),
@@ -136,3 +138,63 @@ def test_setting_and_dict_errors():
         RandMaskedPatchesd(keys="image", patch_size=3)({"image": np.zeros((1, 16, 16), np.float32)})
     with pytest.raises(ValueError, match="mask_patches: expected a batched"):
         mask_patches(torch.zeros(1, 16, 16))
+
+
+def _both_paths(image, n, seed=0, **kwargs):
+    """``n`` masks (and masked images) of the per-sample transform and of the batch path: numpy ``(n, ...)`` each."""
+    t = RandMaskedPatches(**kwargs)
+    t.set_random_state(seed)
+    pairs = [t(image) for _ in range(n)]
+    per_sample = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    batch = mask_patches(torch.from_numpy(np.stack([image] * n)), generator=torch.Generator().manual_seed(seed),
+                         **kwargs)
+    return per_sample, tuple(b.numpy() for b in batch)
+
+
+def test_batch_masks_are_distributed_as_the_per_sample_masks():
+    """Masked ratio (with prob < 1), how often each patch and each pair of patches is masked: equal between the
+    per-sample transform and the batch path, within tolerances from the number of draws (see same_distribution)."""
+    image, n, patch = _image((1, 16, 16, 8), False), 1500, (4, 4, 2)
+    (_, mask_a), (_, mask_b) = _both_paths(image, n, patch_size=patch, mask_ratio=0.6, prob=0.7)
+    ratio_a, ratio_b = mask_a.reshape(n, -1).mean(1), mask_b.reshape(n, -1).mean(1)
+    exact = round(0.6 * 64) / 64
+    assert set(np.unique(ratio_a)) == set(np.unique(ratio_b)) == {0.0, exact}  # none, or exactly round(r * n)
+    assert same_proportion(ratio_a > 0, ratio_b > 0) < Z, (ratio_a.mean(), ratio_b.mean())
+    for mask in (mask_a, mask_b):  # whole patches: each patch's voxels share its first voxel's value
+        np.testing.assert_array_equal(mask, mask[:, :, ::4, ::4, ::2].repeat(4, 2).repeat(4, 3).repeat(2, 4))
+    grid_a = mask_a[:, 0, ::4, ::4, ::2].reshape(n, -1) > 0  # one voxel per patch: (n, 64)
+    grid_b = mask_b[:, 0, ::4, ::4, ::2].reshape(n, -1) > 0
+    for k in range(64):  # each patch masked with probability 0.7 * 38 / 64
+        assert same_proportion(grid_a[:, k], grid_b[:, k]) < Z, k
+    for j, k in ((0, 1), (0, 63), (10, 37)):  # pairs: 0.7 * 38 * 37 / (64 * 63)
+        assert same_proportion(grid_a[:, j] & grid_a[:, k], grid_b[:, j] & grid_b[:, k]) < Z, (j, k)
+
+
+def test_batch_noise_fill_is_distributed_as_the_per_sample_fill():
+    image, n = _image((1, 16, 16), False), 800
+    (masked_a, mask_a), (masked_b, mask_b) = _both_paths(image, n, patch_size=4, mask_ratio=0.5, fill="noise")
+    filled_a = [m[k > 0] for m, k in zip(masked_a[:, 0], mask_a[:, 0])]
+    filled_b = [m[k > 0] for m, k in zip(masked_b[:, 0], mask_b[:, 0])]
+    check_same([f.mean() for f in filled_a], [f.mean() for f in filled_b], "noise fill: mean per sample")
+    check_same([f.std() for f in filled_a], [f.std() for f in filled_b], "noise fill: spread per sample")
+    check_same(np.concatenate(filled_a)[::97], np.concatenate(filled_b)[::97], "noise fill: values")
+
+
+def test_batch_dictionary_masks_on_the_batch_device_reproducibly():
+    images = MetaTensor(torch.rand(3, 1, 16, 16, 8, dtype=torch.float64))
+    t = BatchMaskedPatchesd(keys="image", patch_size=(4, 4, 2), mask_ratio=0.5, output_key="m_image",
+                            target_key="m_target", mask_key="m_mask", generator=torch.Generator().manual_seed(1))
+    out = t({"image": images, "view_0": torch.zeros(1)})
+    assert set(out) == {"image", "view_0", "m_image", "m_target", "m_mask"} and out["image"] is images
+    assert isinstance(out["m_image"], MetaTensor) and out["m_image"].dtype == torch.float64
+    assert out["m_image"].shape == images.shape and out["m_mask"].shape == (3, 1, 16, 16, 8)
+    assert out["m_target"] is images and out["m_image"].device == images.device
+    again = BatchMaskedPatchesd(keys="image", patch_size=(4, 4, 2), mask_ratio=0.5,
+                                generator=torch.Generator().manual_seed(1))({"image": images})
+    assert torch.equal(again["mask"], out["m_mask"]) and torch.equal(again["image"], out["m_image"])
+    with pytest.raises(ValueError, match="BatchMaskedPatchesd: give one key"):
+        BatchMaskedPatchesd(keys=["a", "b"])
+    with pytest.raises(ValueError, match="BatchMaskedPatchesd, key 'image': .*not divisible"):
+        BatchMaskedPatchesd(keys="image", patch_size=3)({"image": torch.zeros(2, 1, 16, 16)})
+    with pytest.raises(KeyError, match="lacks key 'image'"):
+        BatchMaskedPatchesd(keys="image")({"views": torch.zeros(2, 1, 16, 16)})
