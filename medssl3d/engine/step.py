@@ -2,7 +2,9 @@
 
 A method is an ``nn.Module`` that maps the batch dict its transform produced to a dict of scalar losses
 ``{"loss": total, "loss/<part>": ...}``. :class:`SSLStep` knows nothing else about it: it moves the batch's
-tensors to ``engine.state.device``, runs the method under autocast when AMP is on, back-propagates
+tensors to ``engine.state.device``, applies the ``batch_transforms`` there (e.g. a corruption of the whole batch
+on the GPU, a bundle's ``corruption_on: batch``; without gradients, outside autocast; ``engine.state.batch``
+becomes their output, which the image monitor logs), runs the method under autocast when AMP is on, back-propagates
 ``loss / grad_accumulation``, and every ``grad_accumulation`` iterations steps the optimiser (through the
 ``GradScaler``) and the LR scheduler and fires :attr:`StepEvents.OPTIMIZER_STEP_COMPLETED` (the momentum
 update listens to it). ``engine.state.output`` becomes the loss dict as Python floats.
@@ -23,7 +25,7 @@ are saved in checkpoints, so a resume continues the window.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +64,9 @@ class SSLStep:
         amp_dtype: ``torch.float16`` (with loss scaling) or ``torch.bfloat16``.
         grad_accumulation: iterations whose gradients are summed into one optimiser step (loss divided by it).
         non_blocking: asynchronous host-to-device copies (with pinned memory).
+        batch_transforms: callables ``batch dict -> batch dict`` applied in order on the device before the
+            forward pass (e.g. :class:`medssl3d.transforms.BatchGenesisCorruptiond`); they draw from the device's
+            default generator, whose state the checkpoints keep.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class SSLStep:
         amp_dtype: torch.dtype = torch.float16,
         grad_accumulation: int = 1,
         non_blocking: bool = False,
+        batch_transforms: Sequence[Callable[[Any], Any]] = (),
     ) -> None:
         if not isinstance(grad_accumulation, int) or grad_accumulation < 1:
             raise ValueError(f"SSLStep: grad_accumulation must be a positive int, got {grad_accumulation!r}.")
@@ -90,10 +96,19 @@ class SSLStep:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and amp_dtype == torch.float16)
         self.grad_accumulation = grad_accumulation
         self.non_blocking = non_blocking
+        self.batch_transforms = list(batch_transforms or ())
+        for transform in self.batch_transforms:
+            if not callable(transform):
+                raise ValueError(f"SSLStep: batch_transforms must be callables, got {type(transform).__name__}.")
 
     def __call__(self, engine: Engine, batch: Any) -> dict[str, float]:
         iteration, window = engine.state.iteration, self.grad_accumulation  # iteration counts from 1
         batch = move_to_device(batch, self.device, self.non_blocking)
+        if self.batch_transforms:
+            with torch.no_grad():
+                for transform in self.batch_transforms:
+                    batch = transform(batch)
+            engine.state.batch = batch
         self.method.train()
         if (iteration - 1) % window == 0:
             self.optimizer.zero_grad(set_to_none=True)

@@ -243,6 +243,7 @@ def build_trainer(
     export_metadata: dict | None = None,
     validation: Any = None,
     handlers: Sequence = (),
+    batch_transforms: Sequence = (),
 ) -> SSLTrainer:
     """A ready :class:`SSLTrainer` for ``method``; call ``.run()``.
 
@@ -273,6 +274,9 @@ def build_trainer(
             :class:`medssl3d.evaluation.OnlineKNNValidation` (leave-one-out kNN on a labelled split, logged as
             ``val/knn_accuracy`` and ``val/knn_auc``); ``None``: off.
         handlers: further ignite/MONAI handlers, attached last.
+        batch_transforms: callables ``batch dict -> batch dict`` the step applies on ``device`` before the forward
+            pass, e.g. the batched corruption of a bundle's ``corruption_on: batch``
+            (:class:`medssl3d.transforms.BatchGenesisCorruptiond`); see :class:`~medssl3d.engine.step.SSLStep`.
 
     Each group is a mapping in a bundle YAML (unknown keys are refused), e.g.::
 
@@ -307,7 +311,8 @@ def build_trainer(
     method = getattr(wrapper, "module", wrapper)  # the plain method inside a DDP wrapper
     method.to(device)
     step = SSLStep(wrapper, optimizer, device, scheduler=scheduler, amp=optimisation.amp,
-                   amp_dtype=optimisation.amp_dtype, grad_accumulation=optimisation.grad_accumulation)
+                   amp_dtype=optimisation.amp_dtype, grad_accumulation=optimisation.grad_accumulation,
+                   batch_transforms=batch_transforms)
     trainer = SSLTrainer(step, train_loader, max_epochs=max_epochs, max_iterations=max_iterations,
                          epoch_length=epoch_length)
     accumulation = optimisation.grad_accumulation

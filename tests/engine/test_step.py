@@ -79,3 +79,32 @@ def test_move_to_device_keeps_structure():
     moved = move_to_device(batch, torch.device("meta"))
     assert moved["a"].device.type == "meta" and moved["b"][0].device.type == "meta"
     assert moved["b"][1] == "text" and isinstance(moved["c"], tuple) and moved["d"] == 3
+
+
+def test_batch_transforms_run_on_the_device_before_the_forward_pass_without_gradients():
+    """The method sees the transformed batch; the transforms see it on the step's device, under no_grad, in order;
+    engine.state.batch becomes the transformed batch (what the image monitor logs)."""
+    seen = []
+
+    def make_target(batch):
+        seen.append((batch["x"].device, torch.is_grad_enabled(), "y" in batch))
+        return {**batch, "y": batch["x"].sum(1, keepdim=True)}
+
+    def scale(batch):
+        seen.append((batch["x"].device, torch.is_grad_enabled(), "y" in batch))
+        return {**batch, "y": 2 * batch["y"]}
+
+    x, _ = _data(4)
+    method = LinearMethod()
+    step = SSLStep(method, torch.optim.SGD(method.parameters(), lr=0.1), batch_transforms=[make_target, scale])
+    engine = Engine(step)
+    logged = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: logged.append((e.state.batch, e.state.output)))
+    engine.run([{"x": x}], max_epochs=1)
+    assert seen == [(torch.device("cpu"), False, False), (torch.device("cpu"), False, True)]
+    batch, output = logged[0]
+    torch.testing.assert_close(batch["y"], 2 * x.sum(1, keepdim=True))
+    expected = ((LinearMethod().linear(x) - batch["y"]) ** 2).mean()
+    assert output["loss"] == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="batch_transforms must be callables"):
+        SSLStep(method, torch.optim.SGD(method.parameters(), lr=0.1), batch_transforms=["not callable"])
