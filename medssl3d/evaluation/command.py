@@ -1,6 +1,7 @@
 """``medssl3d evaluate``: frozen-feature evaluation of an encoder export (or of a random encoder) on a labelled
 datalist — kNN (weighted and majority), linear and MLP probes, representation quality, a t-SNE map and,
 with ``--fractions``, a label-fraction sweep of the linear probe — written as ``report.md`` + ``metrics.json``.
+With ``--detections`` it scores detection runs instead (:mod:`medssl3d.evaluation.detection`).
 
 Features are extracted once per item (the encoder is frozen); only kNN and the probes are fitted per split:
 
@@ -35,6 +36,10 @@ def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--encoder", type=Path, help="encoder export (.pt) written by pretraining")
     source.add_argument("--scratch", action="store_true", help="evaluate a randomly initialised encoder instead")
+    source.add_argument("--detections", type=Path, nargs="+",
+                        help="detection runs to score instead (run folders or their predictions.json/.csv, as a "
+                        "detection bundle's inference writes them): COCO mAP/mAR and, for 3D, LUNA16 FROC against "
+                        "--boxes on the --test-key images; no encoder, chain or probes")
     parser.add_argument("--architecture", default=None,
                         help="encoder name (--scratch: default resnet18; with --encoder: checked against the export)")
     parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None,
@@ -52,7 +57,15 @@ def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> 
     parser.add_argument("--train-key", default="training", help="datalist key of the labelled training items")
     parser.add_argument("--test-key", default="test", help="datalist key of the test items")
     parser.add_argument("--label-key", default="class", help="item key holding the class label (default class)")
-    parser.add_argument("--chain", required=True, help=f"preprocessing chain: one of {', '.join(CHAINS)}, or a YAML file")
+    parser.add_argument("--chain", help=f"preprocessing chain: one of {', '.join(CHAINS)}, or a YAML file "
+                        "(required with --encoder and --scratch)")
+    parser.add_argument("--boxes", type=Path, default=None,
+                        help="--detections: reference box table, as the detection bundles read it (LUNA16 "
+                        "annotations.csv in world mm for CT; image_id,class_name,x_min,y_min,x_max,y_max pixels for "
+                        "radiographs); --test-key images without a row are negatives")
+    parser.add_argument("--class-names", nargs="+", default=None,
+                        help="--detections: the detected classes (default: 3D nodule; 2D the classes of --boxes and "
+                        "the detections)")
     parser.add_argument("--out", required=out_required, type=Path, help="report folder")
     parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES),
                         help="which classifiers to fit on the frozen features (default: all)")
@@ -73,11 +86,16 @@ def add_parser(subparsers) -> None:
     """Register the ``evaluate`` subcommand on an ``argparse`` subparsers object."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a pretrained encoder on a labelled datalist: kNN, linear/MLP probes, label fractions",
+        help="evaluate a pretrained encoder on a labelled datalist (kNN, linear/MLP probes, label fractions), or "
+        "score detection runs (COCO mAP/mAR, LUNA16 FROC)",
         description="Extract frozen features of an encoder export (or a random encoder with --scratch) on the "
         "training and test items of a datalist with 'class' labels, then write kNN, linear-probe and MLP-probe "
         "metrics (fixed split, or --folds k cross-validation), representation quality, a t-SNE plot and (with "
-        "--fractions) a label-fraction sweep of the linear probe to OUT/report.md and OUT/metrics.json.",
+        "--fractions) a label-fraction sweep of the linear probe to OUT/report.md and OUT/metrics.json. "
+        "With --detections RUN [RUN ...] --boxes TABLE instead, score the boxes detection runs wrote against the "
+        "reference boxes of the --test-key images: COCO mAP/mAR (2D over IoU 0.50:0.95 and AP at 0.50; 3D over "
+        "0.10:0.50 and AP at 0.10) and, for 3D, LUNA16's FROC (sensitivity at 1/8 ... 8 false positives per "
+        "scan), one row per run in OUT/report.md and OUT/metrics.json.",
     )
     _add_options(parser)
     parser.set_defaults(run=run)
@@ -93,7 +111,14 @@ def evaluation_args(options: list[str]) -> argparse.Namespace:
     :func:`labelled_data` and :func:`probe_export` take; a bad option raises a ValueError, not SystemExit."""
     parser = _RaisingParser(prog="medssl3d evaluate", add_help=False)
     _add_options(parser, out_required=False)
-    return parser.parse_args(options)
+    args = parser.parse_args(options)
+    _check_chain(args)
+    return args
+
+
+def _check_chain(args) -> None:
+    if args.chain is None and not args.detections:
+        raise ValueError("--chain is required with --encoder and --scratch (the preprocessing of the images).")
 
 
 def _read_items(datalist: Path, key: str, label_key: str) -> list[dict]:
@@ -307,6 +332,11 @@ def run(args) -> None:
     from .report import write_report
     from .summary import summarize_runs
 
+    if args.detections:
+        from .detection import run as run_detection
+
+        return run_detection(args)
+    _check_chain(args)
     items, class_names, splits = labelled_data(args)
     encoders, metadata = _encoders(args)
     patch_size = _patch_size(args, metadata)
