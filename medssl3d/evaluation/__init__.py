@@ -1,5 +1,5 @@
 """Evaluation of pretrained encoders: frozen features, kNN, linear/MLP probes, fine-tuning, label-fraction
-sweeps, online kNN validation during pretraining, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM), the
+sweeps, the fine-tuning recipe (:mod:`.recipe`), online kNN validation during pretraining, metrics, plots (label-efficiency curves, t-SNE, Grad-CAM), the
 symmetry group shared by fine-tuning augmentation and test-time averaging, and a markdown/JSON report.
 
 All arrays are numpy; ``labels`` are int class indices ``0..C-1``; ``probs`` are ``(N, C)`` rows summing to 1.
@@ -18,12 +18,17 @@ from .metrics import classification_metrics, representation_quality
 from .online_knn import OnlineKNNValidation, leave_one_out_knn
 from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
+from .recipe import FineTuneRecipe, RecipeResult, fine_tune_with_recipe, recipe_steps
 from .report import markdown_table, write_report
 from .summary import summarize_runs
 from .symmetry import SymmetryGroup
 from .sweep import SweepRun, drop_one_grid, load_sweep, run_sweep
 
 __all__ = [
+    "FineTuneRecipe",
+    "RecipeResult",
+    "fine_tune_with_recipe",
+    "recipe_steps",
     "OnlineKNNValidation",
     "SweepRun",
     "SymmetryGroup",

@@ -1,0 +1,113 @@
+"""The fine-tuning recipe on tiny synthetic images: step budget, selection on validation, the same grid for
+every init, class-balanced draws, a minimum batch and identical figures on a rerun."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medssl3d.evaluation import FineTuneRecipe, fine_tune_with_recipe, predict_proba, recipe_steps
+from medssl3d.evaluation.metrics import classification_metrics
+from medssl3d.evaluation.recipe import _Batches, is_skewed
+from medssl3d.transfer import build_classifier
+
+TINY = FineTuneRecipe(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=12, head_warmup=0.25,
+                      evaluations=2, grid=((1.0, "full"), (0.1, "full"), (1.0, "partial")))
+
+
+def spots(n, seed, positive=0.5):
+    """Class 1: a faint 3x3 square in a 16x16 noise image; class 0: noise only (hard enough that AUCs differ)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < positive).astype(np.int64)
+    labels[:2] = [0, 1]
+    images = rng.normal(0, 0.3, (n, 1, 16, 16)).astype(np.float32)
+    images[labels == 1, :, 6:9, 6:9] += 0.3
+    return images, labels
+
+
+def builder(init_seed, calls=None):
+    """A 2D ResNet-10 classifier whose encoder weights come from ``init_seed`` (two seeds: two "inits")."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        weights = build_classifier(2, encoder="resnet10", spatial_dims=2, in_channels=1).encoder.state_dict()
+
+    def build(mode):
+        if calls is not None:
+            calls.append(mode)
+        model = build_classifier(2, encoder="resnet10", spatial_dims=2, in_channels=1, mode=mode)
+        model.encoder.load_state_dict(weights)
+        return model
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def data():
+    return spots(20, 0), spots(16, 1), spots(12, 2)
+
+
+def test_step_budget_has_a_floor_a_cap_and_a_minimum_batch():
+    recipe = FineTuneRecipe(batch_size=32, min_batch=16, epochs=4, min_steps=300, max_steps=1200)
+    assert recipe_steps(recipe, 550) == (300, 60, 32)  # 4 epochs would be 69 steps: the floor wins
+    assert recipe_steps(recipe, 5) == (300, 60, 16)  # 5 labels: batches of 16 draws (repeats)
+    assert recipe_steps(recipe, 4708)[0] == math.ceil(4 * 4708 / 32)  # large sets: epochs decide
+    assert recipe_steps(recipe, 100_000)[0] == 1200
+    with pytest.raises(ValueError, match="min_steps"):
+        FineTuneRecipe(min_steps=10, max_steps=5)
+    with pytest.raises(ValueError, match="grid"):
+        FineTuneRecipe(grid=((1.0, "frozen"),))
+
+
+def test_batches_repeat_small_sets_and_balance_skewed_classes():
+    labels = np.array([0] * 18 + [1] * 2)
+    assert is_skewed(labels, 0.5) and not is_skewed(np.array([0, 0, 1, 1, 1]), 0.5)
+    plain, balanced = _Batches(labels, 16, False, 0), _Batches(labels, 16, True, 0)
+    drawn_plain = torch.cat([next(plain) for _ in range(50)]).numpy()
+    drawn_balanced = torch.cat([next(balanced) for _ in range(50)]).numpy()
+    assert (labels[drawn_plain] == 1).mean() == pytest.approx(0.1, abs=0.01)
+    assert (labels[drawn_balanced] == 1).mean() > 0.2  # repeat factor sqrt(0.5 / 0.1) = 2.2 for the rare class
+    small = _Batches(np.array([0, 1, 0, 1, 1]), 16, False, 0)
+    batch = next(small)
+    assert len(batch) == 16 and set(batch.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_same_grid_and_budget_for_every_init_and_selection_on_validation(data):
+    (x, y), val, _ = data
+    results = {}
+    for init in (0, 1):
+        calls = []
+        results[init] = fine_tune_with_recipe(builder(init, calls), (x, y), val, 2, TINY, seed=0)
+        assert calls == ["full", "full", "partial", results[init].mode]  # every grid entry, then the kept one
+    for result in results.values():
+        assert list(result.grid_val_auc) == ["1 full", "0.1 full", "1 partial"]
+        assert (result.steps, result.warmup_steps, result.batch) == (6, 2, 8)  # 1 epoch of 20 is 3 steps: the floor of 6
+        # the kept entry is the best on validation, and the returned weights give exactly that validation AUC
+        assert result.val_auc == pytest.approx(max(result.grid_val_auc.values()), abs=1e-6)
+        assert f"{result.encoder_lr_factor:g} {result.mode}" in result.grid_val_auc
+        assert result.grid_val_auc[f"{result.encoder_lr_factor:g} {result.mode}"] == pytest.approx(result.val_auc)
+        auc = classification_metrics(val[1], predict_proba(result.model, val[0]), 2)["auc"]
+        assert auc == pytest.approx(result.val_auc)
+        assert 0 <= result.step_kept <= result.steps
+    _, _, (test_x, _) = data  # the two inits really differ
+    assert not np.allclose(predict_proba(results[0].model, test_x), predict_proba(results[1].model, test_x))
+
+
+def test_two_runs_give_identical_figures_and_leave_the_callers_random_state(data):
+    (x, y), val, (test_x, _) = data
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = fine_tune_with_recipe(builder(0), (x, y), val, 2, TINY, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    second = fine_tune_with_recipe(builder(0), (x, y), val, 2, TINY, seed=3)
+    assert first.summary() == second.summary()
+    np.testing.assert_array_equal(predict_proba(first.model, test_x), predict_proba(second.model, test_x))
+    other_seed = fine_tune_with_recipe(builder(0), (x, y), val, 2, TINY, seed=4)
+    assert not np.allclose(predict_proba(other_seed.model, test_x), predict_proba(first.model, test_x))
+    assert first.threads == 1 and first.cpu
+
+
+def test_validation_with_one_class_is_refused(data):
+    (x, y), (val_x, val_y), _ = data
+    with pytest.raises(ValueError, match="both classes"):
+        fine_tune_with_recipe(builder(0), (x, y), (val_x, np.zeros_like(val_y)), 2, TINY)
