@@ -172,8 +172,8 @@ def main(argv=None) -> None:
             record["eval_seconds"] = _bundle(configs, {**common, "eval_key": "test"}, out.with_suffix(".eval.log"))
             record["load_end"] = os.getloadavg()[0]
         if out.with_suffix(".train.log").is_file() and "epoch_length" in common:
-            record["seconds_per_iteration"] = seconds_per_iteration(out.with_suffix(".train.log"),
-                                                                    common["epoch_length"], common.get("val_interval", 5))
+            record["seconds_per_iteration"] = seconds_per_iteration(
+                out.with_suffix(".train.log"), common["epoch_length"], common.get("val_interval", 5))
         metrics = json.loads(metrics_file.read_text())
         record.update({k: metrics[k] for k in REPORTED})
         print(f"{arm:10s} {fraction:4.0%} seed {seed}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in REPORTED),
@@ -198,15 +198,18 @@ def _summary(results: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
-    rows = ["| label fraction | arm | " + " | ".join(REPORTED) + " | seeds |", "|---|---|" + "---|" * len(REPORTED) + "---|"]
+    """One row per fraction and arm: mean ± std (ddof 1) over the seeds, and the random-box baseline."""
+    rows = ["| label fraction | labelled images | arm | " + " | ".join(REPORTED) + " | seeds |",
+            "|---|---|---|" + "---|" * len(REPORTED) + "---|"]
     for (fraction, arm), runs in sorted(_summary(results).items()):
         cells = []
         for key in REPORTED:
             values = np.array([r[key] for r in runs])
             cells.append(f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""))
-        rows.append(f"| {fraction:.0%} | {arm} | " + " | ".join(cells) + f" | {len(runs)} |")
+        images = runs[0].get("training_images", "–")
+        rows.append(f"| {fraction:.0%} | {images} | {arm} | " + " | ".join(cells) + f" | {len(runs)} |")
     baseline = results["random_baseline"]
-    rows.append("| – | random boxes | " + " | ".join(f"{baseline[k]:.3f}" for k in REPORTED) + " | – |")
+    rows.append("| – | – | random boxes | " + " | ".join(f"{baseline[k]:.3f}" for k in REPORTED) + " | – |")
     return "\n".join(rows) + "\n"
 
 
@@ -219,8 +222,9 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for axis, key in zip(axes, ("froc", "mAP")):
         for arm, colour in (("pretrained", "tab:blue"), ("scratch", "tab:orange")):
-            points = sorted((f, np.mean([r[key] for r in runs])) for (f, a), runs in _summary(results).items() if a == arm)
-            axis.plot([100 * f for f, _ in points], [v for _, v in points], "o-", color=colour, label=arm)
+            points = sorted((f, [r[key] for r in runs]) for (f, a), runs in _summary(results).items() if a == arm)
+            axis.errorbar([100 * f for f, _ in points], [np.mean(v) for _, v in points], capsize=3, color=colour,
+                          yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for _, v in points], fmt="o-", label=arm)
         axis.axhline(results["random_baseline"][key], color="grey", linestyle="--", label="random boxes")
         axis.set_xlabel("labelled training images (%)")
         axis.set_ylabel(key)

@@ -26,7 +26,16 @@ def test_fractions_are_nested_and_the_random_baseline_finds_little(tmp_path):
 
 def test_tables_average_the_seeds():
     study = load_benchmark("detection_label_fraction")
-    runs = [{"fraction": 0.2, "arm": "scratch", "seed": s, "froc": f, "sensitivity_at_1fp": f, "mAP": f, "mAR": f}
-            for s, f in ((0, 0.1), (1, 0.3))]
+    runs = [{"fraction": 0.2, "arm": "scratch", "seed": s, "froc": f, "sensitivity_at_1fp": f, "mAP": f, "mAR": f,
+             "training_images": 6} for s, f in ((0, 0.1), (1, 0.3))]
     table = study.markdown({"runs": runs, "random_baseline": dict.fromkeys(study.REPORTED, 0.0)})
-    assert f"| 20% | scratch | 0.200 ± {np.std([0.1, 0.3], ddof=1):.3f} |" in table and "random boxes" in table
+    assert f"| 20% | 6 | scratch | 0.200 ± {np.std([0.1, 0.3], ddof=1):.3f} |" in table and "random boxes" in table
+
+
+def test_seconds_per_iteration_leaves_out_the_validation_epochs(tmp_path):
+    study = load_benchmark("detection_label_fraction")
+    log = tmp_path / "train.log"
+    line = "2026-01-01 00:00:00,000 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[{}] Complete. Time taken: {}"
+    log.write_text("\n".join(line.format(e, t) for e, t in ((1, "00:00:05.000"), (2, "00:00:07.000"),
+                                                            (3, "00:01:30.000"), (4, "00:00:06.000"))))
+    assert study.seconds_per_iteration(log, epoch_length=10, val_interval=3) == 0.6  # epochs 1, 2, 4: 5, 7, 6 s
