@@ -121,6 +121,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, default=None, help="folder with datalist.json and the box table")
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once (one torch thread each)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="tables and curve from the runs that finished (test metrics written); start none")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = yaml.safe_load(args.config.read_text())
@@ -141,7 +143,7 @@ def main(argv=None) -> None:
     results = {"profile": args.profile, "modality": modality, "data": str(data), "settings": profile, "runs": []}
 
     encoder = work / "pretrain" / "encoder.pt"
-    if not encoder.is_file():
+    if not encoder.is_file() and not args.report_only:
         seconds = _bundle([str(ROOT / "bundles" / pretrain_bundle / "configs" / "train.yaml")],
                           {"dataset_dir": str(data), "datalist": str(datalist), "output_dir": str(work / "pretrain"),
                            **profile["pretrain_overrides"]}, work / "pretrain.log")
@@ -162,6 +164,8 @@ def main(argv=None) -> None:
         if arm == "pretrained":
             common.update(pretrained_encoder=str(encoder), encoder_lr=profile["encoder_lr_pretrained"])
         metrics_file = out / "metrics_test.json"
+        if args.report_only and not metrics_file.is_file():
+            return None
         record = {"fraction": fraction, "arm": arm, "seed": seed,
                   "training_images": len(training["training" if fraction >= 1 else fraction_key("training", fraction)])}
         if not metrics_file.is_file():
@@ -171,6 +175,9 @@ def main(argv=None) -> None:
                                               out.with_suffix(".train.log"))
             record["eval_seconds"] = _bundle(configs, {**common, "eval_key": "test"}, out.with_suffix(".eval.log"))
             record["load_end"] = os.getloadavg()[0]
+            (out / "benchmark_timing.json").write_text(json.dumps(record))
+        elif (out / "benchmark_timing.json").is_file():  # a run of an earlier, interrupted call
+            record = json.loads((out / "benchmark_timing.json").read_text())
         if out.with_suffix(".train.log").is_file() and "epoch_length" in common:
             record["seconds_per_iteration"] = seconds_per_iteration(
                 out.with_suffix(".train.log"), common["epoch_length"], common.get("val_interval", 5))
@@ -181,8 +188,9 @@ def main(argv=None) -> None:
         return record
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results["runs"] = list(pool.map(run, jobs))
-    results["wall_seconds"] = time.perf_counter() - started
+        results["runs"] = [record for record in pool.map(run, jobs) if record is not None]
+    if not args.report_only:
+        results["wall_seconds"] = time.perf_counter() - started
     results["random_baseline"] = {k: v for k, v in random_baseline(datalist, data, table, dims).items() if k in REPORTED}
     (work / "results.json").write_text(json.dumps(results, indent=2))
     (work / "results.md").write_text(markdown(results))

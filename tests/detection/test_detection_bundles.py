@@ -23,6 +23,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from medssl3d.cli import main
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import export_encoder
 from medssl3d.networks import build_encoder
@@ -186,6 +187,15 @@ def test_evaluate_and_inference_write_metrics_and_boxes(runs, data, name, bundle
             ras = np.array([-float(row["coordX"]), -float(row["coordY"]), float(row["coordZ"])])
             ijk = np.linalg.solve(image.affine[:3, :3], ras - image.affine[:3, 3])
             assert np.all(ijk > -2) and np.all(ijk < np.array(image.shape) + 1), f"{row} lies outside its scan"
+
+    # the command scores the run's own files (world mm / stored pixels) as the bundle scored it (voxels / resized
+    # pixels): IoU does not change when every box is scaled alike per axis
+    table = data / DATASET[bundle] / ("boxes.csv" if bundle == "detection_xray" else "nodules.csv")
+    assert main(["evaluate", "--detections", str(out), "--boxes", str(table), "--out", str(out / "report"),
+                 "--datalist", str(data / DATASET[bundle] / "datalist.json"), "--test-key", "test"]) == 0
+    scored = json.loads((out / "report" / "metrics.json").read_text())["metrics"]["detection"][out.name]
+    assert scored["mAP"] == pytest.approx(metrics["mAP"], abs=0.02)
+    assert scored["mAR"] == pytest.approx(metrics["mAR"], abs=0.02)
 
 
 @pytest.mark.parametrize("bundle", sorted(SIZE))
