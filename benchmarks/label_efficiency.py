@@ -86,18 +86,22 @@ from medssl3d.engine import (
     warmup_cosine_schedule,
 )
 from medssl3d.evaluation import (
+    FineTuneRecipe,
     RepeatFactorSampler,
     SymmetryGroup,
     classification_metrics,
     extract_features,
     fine_tune_classifier,
+    fine_tune_with_recipe,
     knn_classify,
     linear_probe,
     markdown_table,
     nested_label_fractions,
     predict_proba,
+    recipe_steps,
     summarize_runs,
 )
+from medssl3d.evaluation.recipe import cpu_name
 from medssl3d.evaluation.symmetry import GROUPS
 from medssl3d.errors import InputError
 from medssl3d.methods import build_method
@@ -173,6 +177,8 @@ def load_profile(name_or_path: str | Path) -> dict:
         raise InputError(f"label_efficiency: profile {path.name} is not valid YAML: {error}".replace("\n", " "))
     if not isinstance(profile, dict):
         _fail(path, f"expected a mapping of settings, got {type(profile).__name__}.")
+    if "recipe" in profile:  # the library's fine-tuning recipe (medssl3d.evaluation.recipe)
+        return _load_recipe_profile(path, profile)
     length = [k for k in ("epochs", "finetune_samples") if k in profile]
     if len(length) != 1:
         _fail(path, "give the fine-tuning length as exactly one of 'epochs' (per label fraction) or "
@@ -208,6 +214,40 @@ def load_profile(name_or_path: str | Path) -> dict:
                             ("class_balanced", lambda v: isinstance(v, bool), "true or false"),
                             ("views_3d", lambda v: v in ("ct", "shape"), "'ct' or 'shape'"),
                             ("augment_3d", lambda v: v in GROUPS, " or ".join(map(repr, GROUPS)))):
+        if not ok(profile[key]):
+            _fail(path, f"'{key}' must be {wanted}; got {profile[key]!r}.")
+    return {"name": path.stem, **profile, "methods": {d: tuple(m) for d, m in profile["methods"].items()}}
+
+
+RECIPE_KEYS = {"encoder", "encoder_kwargs", "methods", "pretrain_iterations", "pretrain_batch", "pretrain_lr",
+               "workers", "views_3d", "augment_3d", "recipe", "test_time_views"}
+
+
+def _load_recipe_profile(path: Path, profile: dict) -> dict:
+    """A profile fine-tuning with :class:`medssl3d.evaluation.FineTuneRecipe` (``recipe``: its fields; missing
+    ones take the library defaults), checked like the others."""
+    if set(profile) != RECIPE_KEYS:
+        missing, unknown = sorted(RECIPE_KEYS - set(profile)), sorted(set(profile) - RECIPE_KEYS)
+        _fail(path, f"a profile with 'recipe' has exactly the keys {sorted(RECIPE_KEYS)}: missing {missing}, "
+              f"unknown {unknown} (see benchmarks/profiles/README.md).")
+    recipe = profile["recipe"]
+    if not isinstance(recipe, dict):
+        _fail(path, f"'recipe' must be a mapping of FineTuneRecipe fields; got {recipe!r}.")
+    try:
+        FineTuneRecipe.from_dict(recipe)
+    except (TypeError, ValueError) as error:
+        _fail(path, f"'recipe': {error}")
+    if not isinstance(profile["test_time_views"], bool):
+        _fail(path, f"'test_time_views' must be true or false; got {profile['test_time_views']!r}.")
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    dims = lambda d: d in (2, 3)
+    known = lambda v: isinstance(v, list) and v and all(m in METHODS for m in v)
+    _check_table(path, "methods", profile["methods"], known, f"a non-empty list of {list(METHODS)}", dims, "2, 3")
+    for key in ("pretrain_iterations", "pretrain_batch"):
+        _check_table(path, key, profile[key], count, "an integer >= 1", dims, "2, 3")
+    for key, ok, wanted in (("views_3d", lambda v: v in ("ct", "shape"), "'ct' or 'shape'"),
+                            ("augment_3d", lambda v: v in GROUPS, " or ".join(map(repr, GROUPS))),
+                            ("workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")):
         if not ok(profile[key]):
             _fail(path, f"'{key}' must be {wanted}; got {profile[key]!r}.")
     return {"name": path.stem, **profile, "methods": {d: tuple(m) for d, m in profile["methods"].items()}}
@@ -335,6 +375,9 @@ def finetune_augment(profile: dict, dims: int) -> SymmetryGroup:
 def epochs_for(profile: dict, fraction: float, dims: int, n_labels: int) -> int:
     """Fine-tuning epochs at ``fraction`` (``n_labels`` images): the profile's entry for the largest listed
     fraction <= it, in epochs, or in samples turned into the fewest whole epochs covering them."""
+    if "recipe" in profile:  # steps turned into the fewest whole epochs covering their draws
+        steps, _, batch = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), n_labels)
+        return max(1, math.ceil(steps * batch / n_labels))
     table = profile["epochs"] if "epochs" in profile else profile["finetune_samples"][dims]
     listed = sorted(table)
     budget = table[max([f for f in listed if f <= fraction + 1e-9], default=listed[0])]
@@ -344,10 +387,13 @@ def epochs_for(profile: dict, fraction: float, dims: int, n_labels: int) -> int:
 def fine_tune(init: str, export: Path, train: tuple, val: tuple, profile: dict, fraction: float, seed: int,
               num_classes: int, device: str) -> tuple[torch.nn.Module, int, int]:
     """Fine-tune ``build_classifier(pretrained_encoder=export)`` on ``train`` = (images, labels) with the
-    profile's protocol; return (model, epochs run, epoch kept), epochs counted from 1. With
+    profile's protocol; return (model, epochs run, epoch kept), epochs counted from 1, or with a ``recipe``
+    profile (model, the recipe's record) from :func:`fine_tune_recipe`. With
     ``val_evaluations`` > 0 the weights of the evaluated epoch with the best AUC on ``val`` are kept."""
     (x, y), (val_x, val_y) = train, val
     dims = x.ndim - 2
+    if "recipe" in profile:
+        return fine_tune_recipe(export, train, val, profile, seed, num_classes, device)
     epochs = epochs_for(profile, fraction, dims, len(y))
     torch.manual_seed(seed)  # the classification head's initialisation
     model = build_classifier(num_classes, pretrained_encoder=export, mode="full")
@@ -372,6 +418,19 @@ def fine_tune(init: str, export: Path, train: tuple, val: tuple, profile: dict, 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return model.eval(), epochs, best["epoch"]
+
+
+def fine_tune_recipe(export: Path, train: tuple, val: tuple, profile: dict, seed: int, num_classes: int,
+                     device: str) -> tuple[torch.nn.Module, dict]:
+    """Fine-tune ``build_classifier(pretrained_encoder=export)`` by the profile's ``recipe``
+    (:func:`medssl3d.evaluation.fine_tune_with_recipe`: the same steps, grid and selection on ``val`` for every
+    init); return (model, the recipe's record)."""
+    recipe = FineTuneRecipe.from_dict(profile["recipe"])
+    build = lambda mode: build_classifier(num_classes, pretrained_encoder=export, mode=mode,
+                                          trainable_stages=recipe.trainable_stages)
+    result = fine_tune_with_recipe(build, train, val, num_classes, recipe, seed=seed, device=device,
+                                   augment=finetune_augment(profile, train[0].ndim - 2))
+    return result.model, result.summary()
 
 
 def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fractions, seeds, device: str,
@@ -400,11 +459,16 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
             probs = linear_probe(train_f[index], train_y[index], test_f, seed=seed, num_classes=num_classes)
             record("linear", fraction, seed, len(index), probs, time.perf_counter() - start)
             start = time.perf_counter()
-            model, epochs, kept = fine_tune(init, export, (train_x[index], train_y[index]), val, profile, fraction,
-                                            seed, num_classes, device)
+            tuned = fine_tune(init, export, (train_x[index], train_y[index]), val, profile, fraction, seed,
+                              num_classes, device)
+            model, extra = (tuned[0], {"recipe": tuned[1]}) if len(tuned) == 2 else (
+                tuned[0], {"epochs": tuned[1], "epoch_kept": tuned[2]})
             probs = predict_proba(model, test_x, batch_size=256, device=device)
-            record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start, epochs=epochs,
-                   epoch_kept=kept)
+            record("finetune", fraction, seed, len(index), probs, time.perf_counter() - start, **extra)
+            if not profile.get("test_time_views", True):
+                print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
+                      + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-3:]), flush=True)
+                continue
             # the same model, its softmax averaged over the fine-tuning augmentation's group (test-time views)
             start = time.perf_counter()
             views = finetune_augment(profile, test_x.ndim - 2).views()
@@ -413,6 +477,11 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
             print(f"  {dataset} {init:>10} seed {seed} {fraction:>5.0%}: "
                   + "  ".join(f"{r['eval']} AUC {r['auc']:.3f}" for r in records[-4:]), flush=True)
     return records
+
+
+def base_name(dataset: str) -> str:
+    """The MedMNIST name of a dataset key (``pneumoniamnist_546``, a ``--subset`` run, -> ``pneumoniamnist``)."""
+    return dataset.rsplit("_", 1)[0] if dataset.rsplit("_", 1)[-1].isdigit() else dataset
 
 
 def markdown(summary: list[dict], dataset: str) -> str:
@@ -431,7 +500,7 @@ def markdown(summary: list[dict], dataset: str) -> str:
                 for metric, name in zip(METRICS, ("AUC", "ACC", "F1")):
                     row[f"{fraction:.0%} {name}"] = cell(r, metric) if r else "n/a"
             rows.append(row)
-    for name, auc, acc in BASELINES.get(dataset, []):
+    for name, auc, acc in BASELINES.get(base_name(dataset), []):
         row = {"evaluation": "published, supervised", "init": name}
         for fraction in fractions:
             for metric, value in zip(("AUC", "ACC", "F1"), (auc, acc, None)):
@@ -446,7 +515,7 @@ def targets(summary: list[dict], dataset: str) -> dict:
     rows = [r for r in summary if r["dataset"] == dataset]
     ssl = [r for r in rows if r["init"] != "scratch"]
     out = {}
-    reference = BASELINES[dataset][0] if dataset in BASELINES else None
+    reference = BASELINES[base_name(dataset)][0] if base_name(dataset) in BASELINES else None
     at10 = [r for r in ssl if r["fraction"] == 0.1]
     if reference and at10:
         best = max(at10, key=lambda r: r["auc_mean"])
@@ -507,6 +576,9 @@ def timed(fn) -> tuple[float, float]:
 
 def finetune_batches(profile: dict, labels: np.ndarray) -> list[int]:
     """Batch sizes of one fine-tuning epoch on ``labels``, as ``fine_tune_classifier`` splits it."""
+    if "recipe" in profile:  # an epoch of the recipe's draws: batches of its (minimum) batch size
+        _, _, size = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), len(labels))
+        return [size] * max(1, math.ceil(len(labels) / size))
     draws = len(RepeatFactorSampler(labels)) if profile["class_balanced"] else len(labels)
     size = profile["finetune_batch"]
     batches = [size] * (draws // size) + ([draws % size] if draws % size else [])
@@ -566,15 +638,18 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
                 clock = StepClock()
                 fine_tune_classifier(build_classifier(num_classes, pretrained_encoder=export, mode="full"),
                                      train_x[:size], train_y[:size], epochs=steps + 1, batch_size=size,
-                                     lr=profile["finetune_lr"], device=device, augment=finetune_augment(profile, dims),
+                                     lr=profile.get("finetune_lr", 1e-3), device=device,
+                                     augment=finetune_augment(profile, dims),
                                      on_epoch_end=clock)
                 step_time[size] = clock.step(steps)
             epochs = epochs_for(profile, fraction, dims, len(index))
             per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
             add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
                 runs * epochs)
-            if profile["val_evaluations"]:  # validation AUC of the epochs fine_tune's keep_best evaluates
-                every = max(1, epochs // profile["val_evaluations"])
+            evaluations = (FineTuneRecipe.from_dict(profile["recipe"]).evaluations + 1 if "recipe" in profile
+                           else profile["val_evaluations"])
+            if evaluations:  # validation AUC of the epochs fine_tune's keep_best evaluates
+                every = max(1, epochs // evaluations)
                 evaluations = sum(1 for e in range(1, epochs + 1) if e % every == 0 or e == epochs)
                 add(f"fine-tune {fraction:.0%} validation", "image", predicted, runs * evaluations * len(val_x))
             train_f = random.standard_normal((len(index), width)).astype(np.float32)
@@ -595,6 +670,19 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
     return {"profile": profile["name"], "device": device, "torch_threads": torch.get_num_threads(), "steps": steps,
             "load_average": [round(v, 2) for v in os.getloadavg()], "rows": rows, "table": table,
             "total_cpu_h": total_cpu, "total_wall_h": total_wall}
+
+
+def subset_splits(splits: dict, n_train: int, n_val: int) -> dict:
+    """``splits`` with stratified subsets of about ``n_train`` training and ``n_val`` validation images (each class
+    in proportion, :func:`nested_label_fractions` with seed 0); the test split whole."""
+    out = dict(splits)
+    for split, n in (("training", n_train), ("validation", n_val)):
+        images, labels = splits[split]
+        if not 0 < n <= len(labels):
+            raise SystemExit(f"label_efficiency: --subset asks for {n} {split} images; the split has {len(labels)}.")
+        index = nested_label_fractions(labels, [n / len(labels)], seed=0)[n / len(labels)]
+        out[split] = (images[index], labels[index])
+    return out
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
@@ -627,6 +715,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", nargs="+",
                         help="pretraining methods to run instead of the profile's (for every dataset of this run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--inits", nargs="+",
+                        help="evaluate only these inits ('scratch' and/or methods of the run; default all), e.g. to "
+                        "split a long run into processes writing separate --out files")
+    parser.add_argument("--subset", type=int, nargs=2, metavar=("TRAIN", "VAL"),
+                        help="a small-set check: stratified subsets of TRAIN training and VAL validation images (seed "
+                        "0; the test split whole), recorded as dataset '<name>_<TRAIN>'; pretraining sees only them")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 10x slower)")
     parser.add_argument("--work-dir", help="where encoder exports go (default: a temporary folder)")
@@ -661,7 +755,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_info = {"profile": profile_name, "settings": profile, "fractions": fractions, "seeds": args.seeds,
                 "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "device": device, "torch_threads": torch.get_num_threads(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "cpu": cpu_name()}
     if args.estimate_runtime:
         with tempfile.TemporaryDirectory(prefix="label_efficiency_estimate_") as tmp:
             return estimate_runtime(profile, data_dir, args.datasets, fractions, args.seeds, device,
@@ -676,11 +770,19 @@ def main(argv: list[str] | None = None) -> dict:
             if not path.is_file():
                 raise SystemExit(f"label_efficiency: {path} not found; --data-dir must hold {dataset}.npz.")
             splits = load_medmnist(path)
+            if args.subset:
+                splits, dataset = subset_splits(splits, *args.subset), f"{dataset}_{args.subset[0]}"
             train_x = splits["training"][0]
             dims = train_x.ndim - 2
+            inits = args.inits or ["scratch", *profile["methods"][dims]]
+            unknown = sorted(set(inits) - {"scratch", *profile["methods"][dims]})
+            if unknown:
+                raise SystemExit(f"label_efficiency: --inits {unknown} are neither 'scratch' nor methods of this run "
+                                 f"({list(profile['methods'][dims])}).")
             exports = {"scratch": random_init_export(train_x, profile, work / dataset / "scratch")}
+            exports = {k: v for k, v in exports.items() if k in inits}
             pretrain_seconds, reused = {}, []
-            for method in profile["methods"][dims]:
+            for method in [m for m in profile["methods"][dims] if m in inits]:
                 print(f"{dataset}: pretraining {method}", flush=True)
                 exports[method], pretrain_seconds[method], was_reused = pretrained_export(
                     method, train_x, profile, work / dataset / method, device, args.reuse_exports)

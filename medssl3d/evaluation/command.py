@@ -24,6 +24,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medssl3d.errors import InputError
+
 __all__ = ["METRICS", "PROBES", "add_parser", "evaluation_args", "labelled_data", "probe_export", "run"]
 
 METRICS = ("accuracy", "f1_weighted", "precision_weighted", "recall_weighted", "auc")
@@ -80,6 +82,16 @@ def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> 
     parser.add_argument("--mlp-epochs", type=int, default=100, help="MLP probe epochs (default 100)")
     parser.add_argument("--batch-size", type=int, default=16, help="feature extraction batch size")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="also fine-tune every init by the library's recipe (medssl3d.evaluation.recipe: a step "
+                        "budget with a floor, linear-probe warm-up, a small grid selected on validation), method "
+                        "'finetune' in the tables; needs the fixed split")
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="--finetune: a YAML file of FineTuneRecipe fields replacing the library defaults (see "
+                        "docs/finetuning_recipe.md)")
+    parser.add_argument("--val-key", default="validation",
+                        help="--finetune: datalist key of the validation items (default validation; without it, a "
+                        "stratified 15 %% of the training items)")
 
 
 def add_parser(subparsers) -> None:
@@ -337,6 +349,9 @@ def run(args) -> None:
 
         return run_detection(args)
     _check_chain(args)
+    if getattr(args, "finetune", False) and args.folds is not None:
+        raise InputError("medssl3d evaluate: --finetune needs the fixed split (training, validation and test items); "
+                         "drop --folds, or evaluate with the probes only.")
     items, class_names, splits = labelled_data(args)
     encoders, metadata = _encoders(args)
     patch_size = _patch_size(args, metadata)
@@ -344,6 +359,13 @@ def run(args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {init: _evaluate(args, init, encoder, dataset, splits, class_names) for init, encoder in encoders}
     runs = [row for result in results.values() for row in result["runs"]]
+    finetune = None
+    if args.finetune:  # the fine-tuning recipe beside the probes (method "finetune"), the same for every init
+        from .finetune_command import finetune_rows
+
+        rows, finetune = finetune_rows(args, items, len(splits[0][2]), splits[0][3], encoders, metadata,
+                                       lambda subset: _dataset(args, subset, patch_size, metadata), len(class_names))
+        runs += rows
     sweep = [row for result in results.values() for row in result["sweep"]]
     figures = [result["tsne"] for result in results.values()]
     n_test = len(splits[0][3])
@@ -364,6 +386,8 @@ def run(args) -> None:
         "representation_quality": {init: result["quality"] for init, result in results.items()},
         "confusion_matrices": {k: v for result in results.values() for k, v in result["confusion"].items()},
     }
+    if finetune:
+        metrics["finetune"] = finetune
     per = "one row per seed" if args.folds is None else "one row per fold and seed"
     tables = {f"runs (test items, {per})": runs}
     if args.fractions:

@@ -22,12 +22,12 @@ def module():
 
 def test_every_profile_loads_and_validates(module):
     names = module.profile_names()
-    assert {"full", "long", "long_shape", "medium", "quick", "smoke"} <= set(names)
+    assert {"full", "long", "long_shape", "quick", "recipe", "smoke"} <= set(names)
     for name in names:
         profile = module.load_profile(name)
         assert profile["name"] == name
         assert set(profile["methods"]) == {2, 3} and all(isinstance(m, tuple) for m in profile["methods"].values())
-        assert ("epochs" in profile) != ("finetune_samples" in profile)
+        assert sum(key in profile for key in ("epochs", "finetune_samples", "recipe")) == 1
         for dims in (2, 3):  # every fraction of the sweep has a fine-tuning length
             assert module.epochs_for(profile, 0.01, dims, 10) >= 1
 

@@ -115,3 +115,35 @@ def test_folds_larger_than_a_class_is_named(cohort, tmp_path, capsys):
     assert evaluate(cohort, tmp_path, "--folds", "7") == 2
     err = one_line_error(capsys)
     assert "--folds 7 on datalist" in err and "at most the size of the smallest class" in err
+
+
+def test_finetune_uses_the_recipe_for_every_init_with_validation_held_out(cohort, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("min_steps: 3\nmax_steps: 3\nhead_warmup: 0.34\nevaluations: 1\nmin_batch: 4\n"
+                      "grid: [[1.0, full], [0.1, partial]]\n")
+    datalist, export = cohort
+    content = json.loads(datalist.read_text())
+    one_class = [item for item in content.get("validation", []) + content["training"] if item["class"] == 1][:1]
+    content["validation"] = one_class
+    with_val = datalist.with_name("one_class_validation.json")
+    with_val.write_text(json.dumps(content))
+    assert evaluate((with_val, export), tmp_path / "r1", "--probes", "linear_probe", "--finetune") != 0
+    assert "needs both classes" in one_line_error(capsys)
+    content.pop("validation")
+    datalist = datalist.with_name("no_validation.json")
+    datalist.write_text(json.dumps(content))
+    out = tmp_path / "report"
+    assert evaluate((datalist, export), out, "--probes", "linear_probe", "--compare-scratch", "--finetune",
+                    "--recipe", str(recipe)) == 0
+    saved = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert {(r["init"], r["method"]) for r in saved["classification"]} == {
+        (i, m) for i in ("SimCLR", "scratch") for m in ("linear_probe", "finetune")}
+    runs = saved["finetune"]["runs"]
+    assert [r["init"] for r in runs] == ["SimCLR", "scratch"]
+    for run in runs:  # the same budget and grid for both inits, chosen on held-out training items
+        assert (run["steps"], run["warmup_steps"]) == (3, 1)
+        assert list(run["grid_val_auc"]) == ["1 full", "0.1 partial"]
+    assert saved["finetune"]["validation"].startswith("15% of training")
+    recipe.write_text("min_steps: 0\n")
+    assert evaluate(cohort, tmp_path / "bad", "--finetune", "--recipe", str(recipe)) != 0
+    assert "--recipe" in one_line_error(capsys)
