@@ -12,8 +12,9 @@ added to a copy of the datalist in the work folder (one seeded order of the trai
 The pretraining bundle (``genesis_ct`` / ``contrastive_xray``) runs once on the training list without labels; every
 fine-tuning run is ``bundles/detection_<modality>`` with its ``evaluate.yaml`` on ``test``. The random baseline
 scores, per test image, 100 boxes of the training boxes' median size at uniform random places and scores.
-Fine-tuning runs go largest fraction first (the 100 % runs tell early whether the detector learns at all);
-``--jobs`` runs that many at once, each on one torch thread. A profile with ``iterations`` gives every run the same
+Fine-tuning runs go seed by seed, largest fraction first (the 100 % runs tell early whether the detector learns at
+all; an interrupted study has whole curves of its first seeds, and a re-run resumes the unfinished runs from their
+checkpoints); ``--jobs`` runs that many at once, each on one torch thread. A profile with ``iterations`` gives every run the same
 number of training iterations whatever its fraction (``epochs`` x ``epoch_length``), so that small fractions are
 not also trained shorter. Each run records its wall seconds, its seconds per training iteration (median over the
 epochs without validation) and the load average. Writes ``<work-dir>/results.json``, ``results.md`` and
@@ -58,7 +59,7 @@ def _bundle(configs: list[str], overrides: dict, log: Path) -> float:
     """Run ``python -m monai.bundle run`` (one torch thread); return its wall seconds. Raises with the log's tail."""
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), *_args(overrides)]
     start = time.perf_counter()
-    with open(log, "w") as handle:
+    with open(log, "a") as handle:  # a run resumed after an interruption continues its log
         code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     if code:
@@ -150,8 +151,8 @@ def main(argv=None) -> None:
         results["pretrain_seconds"] = seconds
     configs = [str(ROOT / "bundles" / detect_bundle / "configs" / name) for name in ("train.yaml", "evaluate.yaml")]
     overrides = dict(profile["detect_overrides"])
-    jobs = [(fraction, arm, seed) for fraction in sorted(profile["fractions"], reverse=True)
-            for arm in ("pretrained", "scratch") for seed in profile["seeds"]]
+    jobs = [(fraction, arm, seed) for seed in profile["seeds"]
+            for fraction in sorted(profile["fractions"], reverse=True) for arm in ("pretrained", "scratch")]
     training = json.loads(datalist.read_text())
 
     def run(job):
