@@ -1,6 +1,7 @@
 """Speed of the Models Genesis corruptions on one CPU thread, in ms per cube (default 1x64x64x32).
 
     python benchmarks/genesis_speed.py [--shape 64 64 32] [--repeats 200] [--baseline OLD_genesis.py]
+    python benchmarks/genesis_speed.py --paths [--shape 64 64 32] [--batch 8] [--repeats 10]
 
 CPU time of the process (one thread), so other jobs inflate it only through shared caches. Each
 operation is timed at probability 1, the full corruption at the published probabilities
@@ -9,6 +10,13 @@ published algorithm) for comparison. ``--baseline`` times another version of ``g
 HEAD:medssl3d/transforms/genesis.py``; loaded inside ``medssl3d.transforms``, so its relative imports find the
 installed kernels) round by round alongside the current one, so that a before/after ratio survives other jobs on
 the machine.
+
+``--paths`` compares the two places a bundle can corrupt its crops (its ``corruption_on`` key), per batch of
+``--batch`` crops (default: genesis_ct's 2 volumes x 4 crops of 64x64x32): ``loader``, the per-sample dictionary
+transforms (``RandGenesisCorruptiond``, ``RandMaskedPatchesd`` with masked_ct's 16x16x8 patches) once per crop,
+as the data-loader workers run them, against ``batch``, the batch transforms (``BatchGenesisCorruptiond``,
+``BatchMaskedPatchesd``) on the whole batch tensor, here on the CPU (one thread, CPU time; the batch path is meant
+for a GPU, where ``speed.py``'s GPU section times it).
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from medssl3d.transforms import (  # noqa: E402
+    BatchGenesisCorruptiond,
+    BatchMaskedPatchesd,
+    RandGenesisCorruptiond,
+    RandMaskedPatchesd,
+)
 from medssl3d.transforms.genesis import RandGenesisCorruption  # noqa: E402
 
 
@@ -79,13 +93,41 @@ def compare(cube: np.ndarray, baseline_path: str, repeats: int, rounds: int = 9)
         print(f"  {name:34s} {new_ms:8.3f} {old_ms:8.3f}   ratio {new_ms / old_ms:.3f}")
 
 
+def compare_paths(shape: list[int], batch: int, repeats: int, rounds: int = 5) -> None:
+    """Per batch: the per-sample transforms on each crop (loader path) against the batch transforms (batch path)."""
+    crops = torch.from_numpy(np.random.default_rng(0).random((batch, 1, *shape), dtype=np.float32))
+    patch = [max(1, s // 4) for s in shape]  # masked_ct: 16x16x8 on 64x64x32
+    pairs = {
+        "Genesis corruption": (
+            RandGenesisCorruptiond(keys="image", target_key="target").set_random_state(0),
+            BatchGenesisCorruptiond(keys="image", target_key="target", generator=torch.Generator().manual_seed(0)),
+        ),
+        f"patch masking {'x'.join(map(str, patch))}": (
+            RandMaskedPatchesd(keys="image", patch_size=patch).set_random_state(0),
+            BatchMaskedPatchesd(keys="image", patch_size=patch, generator=torch.Generator().manual_seed(0)),
+        ),
+    }
+    print(f"batch of {batch} crops 1x{'x'.join(map(str, shape))} float32, 1 CPU thread, ms per batch "
+          f"(best of {rounds} rounds of the mean over {repeats} batches)")
+    print(f"  {'':24s} {'loader path':>12s} {'batch path':>12s} {'batch/loader':>13s}")
+    for name, (per_sample, batched) in pairs.items():
+        loader_ms = ms_per_call(lambda t=per_sample: [t({"image": crop}) for crop in crops], repeats, rounds)
+        batch_ms = ms_per_call(lambda t=batched: t({"image": crops}), repeats, rounds)
+        print(f"  {name:24s} {loader_ms:12.2f} {batch_ms:12.2f} {batch_ms / loader_ms:12.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 32], help="spatial shape of the cube")
     parser.add_argument("--repeats", type=int, default=200, help="cubes per timing")
     parser.add_argument("--baseline", help="another genesis.py to time alongside the current one")
+    parser.add_argument("--paths", action="store_true", help="loader path against batch path, per batch")
+    parser.add_argument("--batch", type=int, default=8, help="crops per batch for --paths")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.paths:
+        compare_paths(args.shape, args.batch, args.repeats)
+        return
     cube = np.random.default_rng(0).random((1, *args.shape), dtype=np.float32)
     if args.baseline:
         compare(cube, args.baseline, args.repeats)

@@ -21,7 +21,8 @@ Sections (``--skip`` takes their names):
   bundle found (``bundles/*/configs/train.yaml`` whose trainer is ``medssl3d.engine.build_trainer``), at its
   default crop and batch, on a tiny synthetic cohort (2 epochs of 3 or 4 iterations), in a fresh subprocess
   each; per iteration both wall-clock and the bundle process's CPU time, stamped by :class:`IterationClock`.
-* ``gpu``: AMP and channels-last speed-ups, GPU patch masking against the CPU corruption; skipped without CUDA.
+* ``gpu``: AMP and channels-last speed-ups, GPU patch masking and batched Genesis corruption (a bundle's
+  ``corruption_on: batch``, batches of 8) against the CPU corruption; skipped without CUDA.
 
 One-thread figures (transforms, genesis, step) are CPU time of the process, so other jobs on the machine inflate
 them only through shared caches; the others are wall-clock (bundles: CPU time too). Timings of different code
@@ -482,7 +483,7 @@ def bench_gpu(quick: bool) -> dict:
         reason = "skipped: torch.cuda.is_available() is False (no GPU on this machine)"
         print(f"  {reason}")
         return {"skipped": reason}
-    from medssl3d.transforms import RandGenesisCorruption, mask_patches
+    from medssl3d.transforms import BatchGenesisCorruption, RandGenesisCorruption, mask_patches
 
     device = torch.device("cuda")
     result = {"device": torch.cuda.get_device_name()}
@@ -520,6 +521,8 @@ def bench_gpu(quick: bool) -> dict:
     gpu_cubes = cubes.to(device)
     result["corruption_cpu_ms_per_cube_one_worker"] = median_ms(lambda: corruption(cubes[0].numpy()), 20, 3)
     result["mask_patches_gpu_ms_per_cube"] = cuda_ms(lambda: mask_patches(gpu_cubes, 8, 0.6), 5) / len(cubes)
+    batched = BatchGenesisCorruption()  # corruption_on: batch
+    result["batch_genesis_gpu_ms_per_cube"] = cuda_ms(lambda: batched(gpu_cubes[:8]), 5) / 8
     print(f"  {result}")
     return result
 
