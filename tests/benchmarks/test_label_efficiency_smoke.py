@@ -145,3 +145,33 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     assert list(only["runs"]["pneumoniamnist"]["settings"]["methods"][2]) == ["rotation"]
     with pytest.raises(SystemExit):
         module.main(args + ["--methods", "rubik"])
+
+
+def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_path):
+    """A profile with ``recipe`` (as ``recipe.yaml``) fine-tunes through ``fine_tune_with_recipe``: the same
+    steps and grid for scratch and the pretrained init, no test-time rows; ``--subset`` keeps a stratified
+    part of the training and validation splits."""
+    import yaml
+
+    module = load_benchmark("label_efficiency")
+    data = tmp_path / "medmnist"
+    data.mkdir()
+    _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 12, "test": 20}, (28, 28), seed=0)
+    profile = yaml.safe_load((module.PROFILE_DIR / "recipe.yaml").read_text())
+    profile.update(methods={2: ["rotation"], 3: ["rotation"]}, pretrain_iterations={2: 1, 3: 1},
+                   pretrain_batch={2: 8, 3: 4})
+    profile["recipe"].update(min_steps=3, max_steps=3, evaluations=1, batch_size=8, min_batch=8)
+    path = tmp_path / "tiny_recipe.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    out = tmp_path / "result.json"
+    module.main(["--data-dir", str(data), "--profile", str(path), "--datasets", "pneumoniamnist", "--fractions",
+                 "0.5", "1.0", "--seeds", "0", "--subset", "30", "8", "--out", str(out)])
+    written = json.loads(out.read_text())
+    records = written["records"]
+    assert {r["dataset"] for r in records} == {"pneumoniamnist_30"}
+    assert {(r["init"], r["eval"]) for r in records} == {(i, e) for i in ("scratch", "rotation")
+                                                         for e in ("knn", "linear", "finetune")}
+    assert {r["n_labels"] for r in records if r["fraction"] == 1.0} == {30}
+    tuned = [r["recipe"] for r in records if r["eval"] == "finetune"]
+    assert all(t["steps"] == 3 and list(t["grid_val_auc"]) == ["1 full", "0.1 full"] for t in tuned)
+    assert "ResNet-18 (28)" in written["tables"]["pneumoniamnist_30"]  # the published row of the full dataset
