@@ -74,9 +74,13 @@ def read_detections(path: str | Path) -> tuple[int, dict[str, list[tuple[str, li
                              f"{sorted(sizes)}.")
         dims = sizes.pop() // 2 if sizes else 3
         for name, found in content.items():
-            detections[name] = [(f"{path} '{name}' detection {i + 1}", list(_corners(d["box"], dims)[0]),
-                                 None if dims == 3 else str(d.get("class_name")), float(d["probability"]))
-                                for i, d in enumerate(found)]
+            try:
+                detections[name] = [(f"{path} '{name}' detection {i + 1}", list(_corners(d["box"], dims)[0]),
+                                     None if dims == 3 else str(d.get("class_name")), float(d["probability"]))
+                                    for i, d in enumerate(found)]
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{path}: image '{name}': every detection needs a numeric 'box' and "
+                                 "'probability'.") from None
         return dims, detections
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
