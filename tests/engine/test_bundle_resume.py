@@ -6,7 +6,9 @@ and AdamW moments). The per-iteration losses (TensorBoard, ``log_every 1``) afte
 bitwise equal to the uninterrupted run's: the data order, the random crops and Genesis corruptions (MONAI
 transforms with their own ``RandomState``, run in the main process with ``num_workers 0``) and the weights all
 continue unchanged.
-``--resume false`` on a finished output folder starts over from iteration 1.
+``--resume false`` on a finished output folder starts over from iteration 1. Both with the corruption in the
+loader and with ``--corruption_on batch``, where the trainer corrupts each batch from torch's default generator,
+whose state the checkpoints keep.
 """
 
 from __future__ import annotations
@@ -53,13 +55,14 @@ def _events(output_dir: Path) -> set[Path]:
     return set((output_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=["loader", "batch"], ids=lambda site: f"corruption_on_{site}")
+def runs(tmp_path_factory, request):
     """Uninterrupted run, killed + resumed run, and a ``--resume false`` restart of the uninterrupted folder."""
     root = tmp_path_factory.mktemp("resume")
     synthesize_cohort("ct", 4, root / "ct", size=(64, 64, 32), progress=False)  # 2 training volumes
     full_dir, killed_dir = root / "full", root / "killed"
-    full, killed = _start(root / "ct", full_dir), _start(root / "ct", killed_dir)
+    site = ("--corruption_on", request.param)
+    full, killed = _start(root / "ct", full_dir, *site), _start(root / "ct", killed_dir, *site)
     try:
         # checkpoint_last.pt is linked right after checkpoint_00000003.pt, the first checkpoint (every 3 iterations)
         last = killed_dir / "checkpoints" / "checkpoint_last.pt"
@@ -77,8 +80,8 @@ def runs(tmp_path_factory):
                 process.communicate()
     resumed_from = load_checkpoint(killed_dir / "checkpoints" / "checkpoint_last.pt")["iteration"]
     before = {name: _events(folder) for name, folder in (("full", full_dir), ("killed", killed_dir))}
-    resumed = _start(root / "ct", killed_dir)
-    fresh = _start(root / "ct", full_dir, "--epochs", "1", "--resume", "false")
+    resumed = _start(root / "ct", killed_dir, *site)
+    fresh = _start(root / "ct", full_dir, *site, "--epochs", "1", "--resume", "false")
     _finish(resumed)
     _finish(fresh)
     (full_events,) = before["full"]
