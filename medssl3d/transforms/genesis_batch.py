@@ -17,9 +17,9 @@ device (no per-window loop, no host round trip but one range check):
    ``U[0, 1)`` noise, out-painting fills everything with noise and keeps 1 + up to ``max_boxes - 1`` boxes of
    the image; each further box with ``box_continue_prob``.
 
-How the batch does it: a window's permutation is a row-wise sort of random keys over the window's voxel
-offsets, and "the last window wins" is one ``scatter_reduce(amax)`` of ``(window index, source voxel)`` keys
-onto the destination voxels (windows in chunks, so memory stays below ``chunk_elements`` int64 per tensor).
+How the batch does it: a window's permutation is the ``argsort`` of random keys over the window's voxel
+offsets, windows of one voxel count at a time (no padding), and "the last window wins" is ``scatter_reduce(amax)``
+of ``(window index, source voxel)`` keys onto the destination voxels (at most ``chunk_elements`` per call).
 The Bezier look-up table is built per sample (``searchsorted``) and read with linear interpolation, as the
 array path does; painting builds each sample's union of boxes as a boolean mask. Draws come from a
 ``torch.Generator`` (or the device's default generator, which the trainer's checkpoints store), so results
@@ -41,7 +41,7 @@ from .genesis_kernels import window_offsets
 
 __all__ = ["BatchGenesisCorruption", "BatchGenesisCorruptiond"]
 
-_CHUNK_ELEMENTS = 2**23  # int64 elements per shuffling tensor and chunk of windows (64 MiB)
+_CHUNK_ELEMENTS = 2**23  # window voxels per shuffling step: its int64 tensors stay below 64 MiB each
 
 
 class BatchGenesisCorruption:
@@ -128,7 +128,12 @@ def _flip(x: torch.Tensor, flip_prob: float, max_flips: int, draw: _Draws) -> to
 
 
 def _shuffle(x: torch.Tensor, shuffle, draw: _Draws, chunk_elements: int) -> torch.Tensor:
-    """Local pixel shuffling of every sample of ``x``: windows and permutations as the array path draws them."""
+    """Local pixel shuffling of every sample of ``x``: windows and permutations as the array path draws them.
+
+    Windows are processed in groups of one volume (one voxel count), so no tensor is padded: per group, each
+    window's permutation is the ``argsort`` of i.i.d. uniform keys, and ``scatter_reduce(amax)`` of ``(window
+    index, source voxel)`` keys onto the destination voxels lets the last window drawn win, across groups too.
+    """
     batch, channels, spatial = x.shape[0], x.shape[1], tuple(int(s) for s in x.shape[2:])
     dev, nd, num = x.device, len(spatial), shuffle.num_windows
     max_sides = shuffle.max_sides(spatial)
@@ -142,27 +147,26 @@ def _shuffle(x: torch.Tensor, shuffle, draw: _Draws, chunk_elements: int) -> tor
     padded = np.full((len(first), counts.max()), -1, dtype=np.int64)  # one row per window shape, raster offsets
     padded[np.arange(counts.max()) < counts[:, None]] = offsets
     table_rows = torch.as_tensor(padded, device=dev)
-    offset_bits = max(1, int(offsets.max()).bit_length())
     strides = torch.tensor([int(np.prod(spatial[d + 1 :])) for d in range(nd)], device=dev)
     side_strides = torch.tensor([int(np.prod(max_sides[d + 1 :])) for d in range(nd)], device=dev)
     sizes = (draw.uniform(batch, num, nd) * torch.tensor(max_sides, device=dev)).long() + 1
     starts = (draw.uniform(batch, num, nd) * (torch.tensor(spatial, device=dev) - sizes + 1)).long()
     sample_base = torch.arange(batch, device=dev)[:, None] * volume
-    owner = torch.zeros(total + 1, dtype=torch.long, device=dev)  # window id << index_bits | source voxel
-    step = max(1, chunk_elements // max(1, batch * counts.max()))
-    for lo in range(0, num, step):
-        hi = min(num, lo + step)
-        table = table_rows[((sizes[:, lo:hi] - 1) * side_strides).sum(-1)]  # (B, n, largest window)
-        padding = table < 0
-        base = (starts[:, lo:hi] * strides).sum(-1) + sample_base
-        keys = draw.integers(2 ** (62 - offset_bits), *table.shape) << offset_bits | table.clamp(min=0)
-        keys = keys.masked_fill(padding, torch.iinfo(torch.int64).max).sort(dim=-1).values  # a random order
-        window = torch.arange(lo + 1, hi + 1, device=dev)[None, :, None]
-        source = window << index_bits | ((keys & ((1 << offset_bits) - 1)) + base[..., None])
-        dest = (table + base[..., None]).masked_fill(padding, total)  # padding goes to a spare slot
-        owner.scatter_reduce_(0, dest.flatten(), source.flatten(), "amax")
-    untouched = owner[:total] == 0
-    source = torch.where(untouched, torch.arange(total, device=dev), owner[:total] & ((1 << index_bits) - 1))
+    # every window of the batch, flat: its shape (row of table_rows), first voxel, drawing index and voxel count
+    shape_id = ((sizes - 1) * side_strides).sum(-1).flatten()
+    base = ((starts * strides).sum(-1) + sample_base).flatten()
+    window = torch.arange(1, num + 1, device=dev).repeat(batch) << index_bits
+    volumes, order = sizes.prod(-1).flatten().sort()
+    owner = torch.zeros(total, dtype=torch.long, device=dev)  # window index << index_bits | source voxel
+    lo = 0
+    for count_v, group in enumerate(torch.bincount(volumes).tolist()):  # count_v voxels in each of `group` windows
+        members, lo = order[lo : lo + group], lo + group
+        for part in members.split(max(1, chunk_elements // max(1, count_v))) if group else ():
+            table = table_rows[shape_id[part], :count_v]  # (windows, count_v) raster offsets
+            permuted = table.gather(1, draw.uniform(len(part), count_v).argsort(dim=1))
+            source = window[part, None] | (permuted + base[part, None])
+            owner.scatter_reduce_(0, (table + base[part, None]).flatten(), source.flatten(), "amax")
+    source = torch.where(owner == 0, torch.arange(total, device=dev), owner & ((1 << index_bits) - 1))
     source = (source.view(batch, volume) - sample_base).view(batch, 1, volume).expand(batch, channels, volume)
     return x.reshape(batch, channels, volume).gather(2, source).view_as(x)
 

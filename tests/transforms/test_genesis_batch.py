@@ -136,6 +136,26 @@ def test_flips_are_drawn_alike(spatial):
     assert p > P_MIN, counts
 
 
+def test_shuffle_displaces_voxels_alike():
+    """Per sample, the mean distance (L1, voxels) and the largest step along each axis from an output voxel to
+    the input voxel its value came from."""
+    spatial, n = (30, 30, 20), 500
+    image = unique_image(spatial, seed=6)
+    flat = image[0].ravel()
+    position = np.argsort(flat)
+    params = {**NO_OPS, "shuffle_prob": 1.0, "num_windows": 1000}
+    found = []
+    for out, _ in (array_draws(image, n=n, **params), batch_draws(image, n=n, **params)):
+        source = position[np.searchsorted(flat[position], out[:, 0].reshape(n, -1))]  # (n, voxels)
+        step = np.abs(np.stack(np.unravel_index(source, spatial)) - np.indices(spatial).reshape(3, 1, -1))
+        found.append((step.sum(0).mean(1), (step.sum(0) > 0).mean(1), step.max(2)))
+    (mean_a, moved_a, max_a), (mean_b, moved_b, max_b) = found
+    check_same(mean_a, mean_b, "mean displacement")
+    check_same(moved_a, moved_b, "fraction of voxels displaced")
+    for axis in range(3):
+        check_same(max_a[axis], max_b[axis], f"largest step along axis {axis}", distribution=False)
+
+
 def test_shuffle_moves_each_voxel_within_one_window_of_its_place():
     spatial = (30, 30, 20)
     image = unique_image(spatial, seed=4)
