@@ -20,8 +20,9 @@ distributions). Local pixel shuffling and the Bezier look-up run as small numba 
 per-window loop, compiled): the full corruption takes 1.65 ms per 64x64x32 cube on one CPU thread, 33.5x
 faster than a plain per-window Python implementation (``benchmarks/speed.py --only genesis``).
 The kernels live in :mod:`medssl3d.transforms.genesis_kernels`; this module holds the draws and the MONAI
-transforms. Every class has a dictionary twin (``...d``) giving all keys one draw. MONAI has no such
-transforms; everything here is ours.
+transforms. Every class has a dictionary twin (``...d``) giving all keys one draw. The same corruption of a whole
+batch on its device (the GPU path, equal in distribution) is :mod:`medssl3d.transforms.genesis_batch`. MONAI has
+no such transforms; everything here is ours.
 """
 
 from __future__ import annotations
