@@ -18,7 +18,12 @@ from monai.bundle import ConfigWorkflow
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.errors import InputError
 
-from .test_pretraining_bundles import bundle_kwargs, check_outputs, finished_run_in_one_process, start_runs_in_one_process
+from .test_pretraining_bundles import (
+    bundle_kwargs,
+    check_outputs,
+    finished_run_in_one_process,
+    start_runs_in_one_process,
+)
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TINY = ["--epochs", "2", "--batch_size", "1", "--num_workers", "0", "--cache_rate", "0", "--checkpoint_every", "1",
