@@ -12,9 +12,10 @@ added to a copy of the datalist in the work folder (one seeded order of the trai
 The pretraining bundle (``genesis_ct`` / ``contrastive_xray``) runs once on the training list without labels; every
 fine-tuning run is ``bundles/detection_<modality>`` with its ``evaluate.yaml`` on ``test``. The random baseline
 scores, per test image, 100 boxes of the training boxes' median size at uniform random places and scores.
-Fine-tuning runs go seed by seed, largest fraction first (the 100 % runs tell early whether the detector learns at
-all; an interrupted study has whole curves of its first seeds, and a re-run resumes the unfinished runs from their
-checkpoints); ``--jobs`` runs that many at once, each on one torch thread. A profile with ``iterations`` gives every run the same
+Fine-tuning runs go in the order of the profile's ``fractions``, every seed and arm of one fraction before the next
+(the study profile starts with 100 % and 20 %: the 100 % runs tell early whether the detector learns at all, and an
+interrupted study has all seeds at both ends; a re-run resumes unfinished runs from their checkpoints); ``--jobs``
+runs that many at once, each on one torch thread. A profile with ``iterations`` gives every run the same
 number of training iterations whatever its fraction (``epochs`` x ``epoch_length``), so that small fractions are
 not also trained shorter. Each run records its wall seconds, its seconds per training iteration (median over the
 epochs without validation) and the load average. Writes ``<work-dir>/results.json``, ``results.md`` and
@@ -151,8 +152,8 @@ def main(argv=None) -> None:
         results["pretrain_seconds"] = seconds
     configs = [str(ROOT / "bundles" / detect_bundle / "configs" / name) for name in ("train.yaml", "evaluate.yaml")]
     overrides = dict(profile["detect_overrides"])
-    jobs = [(fraction, arm, seed) for seed in profile["seeds"]
-            for fraction in sorted(profile["fractions"], reverse=True) for arm in ("pretrained", "scratch")]
+    jobs = [(fraction, arm, seed) for fraction in profile["fractions"] for seed in profile["seeds"]
+            for arm in ("pretrained", "scratch")]
     training = json.loads(datalist.read_text())
 
     def run(job):
@@ -169,16 +170,19 @@ def main(argv=None) -> None:
             return None
         record = {"fraction": fraction, "arm": arm, "seed": seed,
                   "training_images": len(training["training" if fraction >= 1 else fraction_key("training", fraction)])}
-        if not metrics_file.is_file():
+        timing = out / "benchmark_timing.json"
+        if timing.is_file():  # trained by an earlier call
+            record.update(json.loads(timing.read_text()))
+        if not (out / "model_final.pt").is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
             record["load_start"] = os.getloadavg()[0]
             record["train_seconds"] = _bundle(configs[:1], {**common, "label_fraction": fraction},
                                               out.with_suffix(".train.log"))
-            record["eval_seconds"] = _bundle(configs, {**common, "eval_key": "test"}, out.with_suffix(".eval.log"))
             record["load_end"] = os.getloadavg()[0]
-            (out / "benchmark_timing.json").write_text(json.dumps(record))
-        elif (out / "benchmark_timing.json").is_file():  # a run of an earlier, interrupted call
-            record = json.loads((out / "benchmark_timing.json").read_text())
+            timing.write_text(json.dumps(record))
+        if not metrics_file.is_file():
+            checkpoint = str(out / profile.get("evaluate_checkpoint", "model.pt"))
+            _bundle(configs, {**common, "eval_key": "test", "checkpoint": checkpoint}, out.with_suffix(".eval.log"))
         if out.with_suffix(".train.log").is_file() and "epoch_length" in common:
             record["seconds_per_iteration"] = seconds_per_iteration(
                 out.with_suffix(".train.log"), common["epoch_length"], common.get("val_interval", 5))
