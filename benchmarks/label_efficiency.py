@@ -2,7 +2,8 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--profile full|long|medium|quick|smoke] [--out FILE.json]
+                                          [--profile recipe|quick|long|long_shape|full|smoke]
+                                          [--subset TRAIN VAL] [--inits INIT ...] [--out FILE.json]
 
 Per dataset:
 
@@ -14,9 +15,12 @@ Per dataset:
 3. For each encoder, seed (0, 1, 2) and label fraction (``nested_label_fractions``, stratified and nested,
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
-   augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. The
-   quick and full profiles do not use the validation split (fixed schedules, nothing is selected); the
-   medium and long profiles keep, for every encoder alike, the fine-tuning epoch with the best VALIDATION AUC.
+   augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. Profiles
+   with a ``recipe`` ("recipe", "quick") fine-tune by the library's recipe
+   (``medssl3d.evaluation.fine_tune_with_recipe``, docs/finetuning_recipe.md: a step budget with a floor, a
+   linear-probe warm-up, a minimum batch, class-balanced draws when skewed, a grid and checkpoint chosen on
+   VALIDATION, the same for every init). The older profiles: "full" uses fixed epochs and no validation; "long"
+   and "long_shape" keep the fine-tuning epoch with the best VALIDATION AUC.
    "finetune_tta" records evaluate that same fine-tuned model with its softmax averaged over the group of its
    fine-tuning augmentation (``medssl3d.evaluation.SymmetryGroup``: 2 views in 2D, 8 flips or the cube's 48
    symmetries in 3D).
@@ -39,16 +43,16 @@ Settings for 28-pixel images (why):
   of every axis, or the cube's 48 symmetries for the shape profiles).
 
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
-every setting of a run lives there, see ``benchmarks/profiles/README.md``): "quick" (``--quick``) fits in about 20
-min on 2 idle CPU cores (fewer methods and iterations); "medium" as well, with one method per dataset (SimCLR 2D,
-Models Genesis 3D) trained longer and a better fine-tuning protocol: a budget of training SAMPLES per label fraction
-instead of epochs (so 1 % of the labels is not starved), class-balanced repeat-factor sampling, the encoder of a
-pretrained init at ``encoder_lr_scale`` times the head's learning rate (scratch: one learning rate), and the epoch
-with the best validation AUC kept; "long" is medium with 5x (2D SimCLR, 1000 x 128) and 5x (3D SimCLR and Models
+every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe" is the frozen protocol of
+RESULTS.md (SimCLR 2D, Models Genesis 3D, the recipe); "quick" (``--quick``) is the recipe with a smaller step
+budget and short SimCLR pretraining (projected about 20 min of one CPU core); "long" fine-tunes with a budget of
+training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
+``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
+1000 x 128 and 3D SimCLR and Models
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
 size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
 AdrenalMNIST3D's binary masks; the default "full" profile runs every method for longer (a GPU is used when
-available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the medium fine-tuning protocol). Output: a
+available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the long fine-tuning protocol). Output: a
 JSON with every per-seed record, the settings, the mean ± std summary and the markdown tables; records of datasets
 not run now are kept from an existing ``--out`` file.
 """
@@ -599,6 +603,7 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
         (train_x, train_y), (test_x, test_y), val_x = splits["training"], splits["test"], splits["validation"][0]
         dims, methods = train_x.ndim - 2, profile["methods"][train_x.ndim - 2]
         runs = (1 + len(methods)) * len(seeds)  # evaluations per fraction: every init (scratch too) and seed
+        grid = len(FineTuneRecipe.from_dict(profile["recipe"]).grid) if "recipe" in profile else 1  # fine-tunings per run
         num_classes = int(max(train_y.max(), test_y.max())) + 1
 
         def add(phase: str, unit: str, seconds: tuple[float, float], count: int) -> None:
@@ -643,15 +648,21 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
                                      on_epoch_end=clock)
                 step_time[size] = clock.step(steps)
             epochs = epochs_for(profile, fraction, dims, len(index))
-            per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
-            add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
-                runs * epochs)
+            if "recipe" in profile:  # the recipe counts steps (warm-up steps, cheaper, timed as full ones)
+                steps = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), len(index))[0]
+                add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"step ({batches[0]} images)",
+                    step_time[batches[0]], runs * steps * grid)
+            else:
+                per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
+                add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
+                    runs * epochs * grid)
             evaluations = (FineTuneRecipe.from_dict(profile["recipe"]).evaluations + 1 if "recipe" in profile
                            else profile["val_evaluations"])
             if evaluations:  # validation AUC of the epochs fine_tune's keep_best evaluates
                 every = max(1, epochs // evaluations)
                 evaluations = sum(1 for e in range(1, epochs + 1) if e % every == 0 or e == epochs)
-                add(f"fine-tune {fraction:.0%} validation", "image", predicted, runs * evaluations * len(val_x))
+                add(f"fine-tune {fraction:.0%} validation", "image", predicted,
+                    runs * evaluations * len(val_x) * grid)
             train_f = random.standard_normal((len(index), width)).astype(np.float32)
             test_f = random.standard_normal((len(test_x), width)).astype(np.float32)
             knn = timed(lambda: knn_classify(train_f, train_y[index], test_f, k=200, num_classes=num_classes))

@@ -48,7 +48,7 @@ def test_recorded_runs_used_exactly_the_profile_files(module, path):
 
 
 def _write(tmp_path: Path, **changes) -> Path:
-    profile = yaml.safe_load((BENCHMARKS / "profiles" / "quick.yaml").read_text())
+    profile = yaml.safe_load((BENCHMARKS / "profiles" / "full.yaml").read_text())
     for key, value in changes.items():
         if value is None:
             profile.pop(key)

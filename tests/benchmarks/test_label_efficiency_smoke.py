@@ -83,12 +83,14 @@ def test_finetune_records_keep_an_evaluated_epoch(smoke):
 
 def test_sample_budget_becomes_the_fewest_epochs_covering_it():
     module = load_benchmark("label_efficiency")
-    medium = module.load_profile("medium")
+    medium = module.load_profile("long")
     for dims, fraction, n in ((3, 0.01, 12), (3, 0.1, 119), (3, 1.0, 1188), (2, 0.01, 47), (2, 0.1, 470)):
         epochs = module.epochs_for(medium, fraction, dims, n)
         budget = medium["finetune_samples"][dims][fraction]
         assert epochs * n >= budget and (epochs == 1 or (epochs - 1) * n < budget)
-    assert module.epochs_for(module.load_profile("quick"), 0.1, 3, 119) == 3  # epoch-based profiles unchanged
+    assert module.epochs_for(module.load_profile("full"), 0.1, 3, 119) == 40  # epoch-based profiles unchanged
+    recipe = module.load_profile("recipe")  # recipe profiles: the step budget's draws in whole epochs
+    assert module.epochs_for(recipe, 0.1, 3, 119) == math.ceil(200 * 16 / 119)
 
 
 def test_validation_selection_never_keeps_a_worse_model_than_the_last_epoch(tmp_path):
