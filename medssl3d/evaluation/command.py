@@ -65,6 +65,9 @@ def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> 
                         help="--detections: reference box table, as the detection bundles read it (LUNA16 "
                         "annotations.csv in world mm for CT; image_id,class_name,x_min,y_min,x_max,y_max pixels for "
                         "radiographs); --test-key images without a row are negatives")
+    parser.add_argument("--dataset-dir", type=Path, default=None,
+                        help="--detections: folder the datalist's relative image paths start from, as the bundles' "
+                        "dataset_dir (default: the datalist's folder)")
     parser.add_argument("--class-names", nargs="+", default=None,
                         help="--detections: the detected classes (default: 3D nodule; 2D the classes of --boxes and "
                         "the detections)")

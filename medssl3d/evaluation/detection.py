@@ -105,12 +105,14 @@ def read_detections(path: str | Path) -> tuple[int, dict[str, list[tuple[str, li
     return dims, detections
 
 
-def reference_boxes(datalist: Path, key: str, boxes_csv: Path, dims: int, class_names) -> dict[str, dict]:
+def reference_boxes(datalist: Path, key: str, boxes_csv: Path, dims: int, class_names,
+                    dataset_dir: Path | None = None) -> dict[str, dict]:
     """``{image id: {"box": corner boxes, "label": class indices}}`` of every image of list ``key`` (negatives
-    included), the rows checked against the images (:func:`medssl3d.detection.boxes.load_detection_datalist`)."""
+    included; relative paths from ``dataset_dir``, default the datalist's folder), the rows checked against the
+    images (:func:`medssl3d.detection.boxes.load_detection_datalist`)."""
     from medssl3d.detection.boxes import image_id, load_detection_datalist
 
-    items = load_detection_datalist(datalist, key, datalist.parent, boxes_csv, dims, class_names)
+    items = load_detection_datalist(datalist, key, dataset_dir or datalist.parent, boxes_csv, dims, class_names)
     return {image_id(item["image"]): {"box": _corners(item["box"], dims), "label": item["box_label"]}
             for item in items}
 
@@ -194,7 +196,7 @@ def run(args) -> None:
                          "them separately.")
     dims = dims.pop()
     class_names = _class_names(args, dims, runs)
-    references = reference_boxes(args.datalist, args.test_key, args.boxes, dims, class_names)
+    references = reference_boxes(args.datalist, args.test_key, args.boxes, dims, class_names, args.dataset_dir)
     reference_list = list(references.values())
     taken: set[str] = set()
     rows, table = {}, []

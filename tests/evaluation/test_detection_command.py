@@ -74,7 +74,11 @@ def test_ct_json_of_the_writer_scores_as_its_csv(ct, tmp_path):
                  "--datalist", str(datalist), "--out", str(tmp_path / "bad")]) == 2
     del detections["ct_9999"]
     (folder / "predictions.json").write_text(json.dumps(detections))
-    assert _evaluate(datalist, tmp_path / "report", folder) == 0
+    copied = tmp_path / "datalist.json"  # a datalist kept apart from its images, as the bundles' dataset_dir allows
+    copied.write_text(datalist.read_text())
+    assert main(["evaluate", "--detections", str(folder), "--boxes", str(datalist.parent / "nodules.csv"),
+                 "--datalist", str(copied), "--dataset-dir", str(datalist.parent),
+                 "--out", str(tmp_path / "report")]) == 0
     row = json.loads((tmp_path / "report" / "metrics.json").read_text())["metrics"]["detection"]["run"]
     assert row["froc"] == pytest.approx(1.0) and row["mAP"] == pytest.approx(1.0)
 
