@@ -41,7 +41,7 @@ class Encoder(nn.Module):
     in_channels: int
     feature_channels: tuple[int, ...]
     feature_strides: tuple[int, ...]
-    min_spatial_size: int = 1  # smallest input side for which every pooling still leaves a voxel
+    min_spatial_size: int = 1  # smallest input side this encoder computes correctly (forward and gradients)
 
     @property
     def embedding_dim(self) -> int:
@@ -84,6 +84,12 @@ class ResNetEncoder(Encoder, ResNet):
         in_channels: input channels (1 for CT/MRI, 3 for RGB histology).
         conv1_t_stride: stride of the first convolution (positive int).
         conv1_t_size: kernel size of the first convolution (7 as in the paper).
+
+    Smallest input side (``min_spatial_size``): 1 in 2D; in 3D, ``conv1_t_size + 1`` (8). PyTorch's CPU
+    convolution (oneDNN; seen with torch 2.13) returns a wrong weight gradient for the 3D stem (kernel 7,
+    stride 2, padding 3) when the first spatial side is 5-7 -- values up to 1e35 that depend on what the
+    process allocated before, which Adam turns into NaN weights -- or crashes; the forward pass is right, so
+    only training shows it. An input side no larger than the stem's kernel is refused instead.
     """
 
     names = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -117,6 +123,7 @@ class ResNetEncoder(Encoder, ResNet):
         self.in_channels = in_channels
         self.feature_channels = self.feature_channels_of(model_name)
         self.feature_strides = tuple(conv1_t_stride * 2**i for i in range(5))
+        self.min_spatial_size = conv1_t_size + 1 if spatial_dims == 3 else 1
 
     @classmethod
     def feature_channels_of(cls, model_name: str) -> tuple[int, ...]:

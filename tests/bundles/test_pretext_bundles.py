@@ -53,8 +53,9 @@ CASES = {
 }
 PRETEXT_BUNDLES = ["rubik_ct", "rotation_ct", "masked_ct", "multitask_ct", "contrastive_histology"]
 # the methods without a bundle of their own, each alone through multitask_ct on 24^3 crops: task: (overrides, loss
-# parts). Jitter 1 gives the puzzles 7^3 patches (24 // 3 - 1), hence puzzle_min_input_size 4.
-PUZZLE = ["--puzzle_min_input_size", "4"]
+# parts). The puzzles run on 27^3 crops: jitter 1 gives 8^3 patches (27 // 3 - 1), the smallest a 3D ResNet takes,
+# hence puzzle_min_input_size 8.
+PUZZLE = ["--crop_size", "[27,27,27]", "--puzzle_min_input_size", "8"]
 SINGLE_TASKS = {
     "jigsaw": (["--jigsaw#jitter", "1", *PUZZLE], {"loss/jigsaw/jigsaw"}),
     "relative_location": (["--relative_location#jitter", "1", *PUZZLE], {"loss/relative_location/relative_location"}),
@@ -63,10 +64,10 @@ SINGLE_TASKS = {
     "scan_matching": ([], {"loss/scan_matching/same_scan"}),
 }
 # one task of each kind multitask_ct serves (the two-view methods share the views), all in one batch; the masked
-# task's patches must tile the crop: 8^3
+# task's patches must tile the crop: 8^3; the puzzles' 8^3 patches (24 // 3 - 0) take jitter 0
 ALL_TASKS = ["genesis", "masked", "patch_swap", "rotation", "jigsaw", "relative_location", "position",
              "scan_matching", "simclr"]
-ALL_TASKS_OVERRIDES = {"jigsaw#jitter": 1, "relative_location#jitter": 1, "puzzle_min_input_size": 4,
+ALL_TASKS_OVERRIDES = {"jigsaw#jitter": 0, "relative_location#jitter": 0, "puzzle_min_input_size": 8,
                        "patch_swapping#num_swaps": 4, "masking#patch_size": [8, 8, 8]}
 
 
@@ -163,7 +164,8 @@ def test_multitask_bundle_runs_each_task_alone(runs, task):
     process, results = runs["multitask_single"]
     finished_run_in_one_process(process, results, task, 2 * TIMEOUT_S)
     out = results.parent / task / "models"
-    tags = set(check_outputs(out, 3, 1, [24, 24, 24]).Tags()["scalars"])
+    crop_size = bundle_kwargs([*CUBE, *SINGLE_TASKS[task][0]])["crop_size"]
+    tags = set(check_outputs(out, 3, 1, crop_size).Tags()["scalars"])
     assert SINGLE_TASKS[task][1] <= tags, tags
     assert not any(tag.startswith("loss/") and not tag.startswith(f"loss/{task}") for tag in tags), tags
     _, metadata = load_encoder_export(out / "encoder.pt", 3, 1, "resnet10")
@@ -181,7 +183,7 @@ def test_multitask_bundle_serves_every_task_in_one_batch(cohorts, tmp_path):
         losses = method(batch)
     assert {f"loss/{task}" for task in ALL_TASKS} <= set(losses)
     assert all(torch.isfinite(value) for value in losses.values()), losses
-    assert batch["jigsaw_image"].shape == (2, 27, 1, 7, 7, 7) and batch["relative_location_image"].shape[1] == 2
+    assert batch["jigsaw_image"].shape == (2, 27, 1, 8, 8, 8) and batch["relative_location_image"].shape[1] == 2
     assert batch["position_image"].shape == batch["image"].shape == (2, 1, 24, 24, 24)
     assert batch["position"].shape == (2, 3) and batch["scan_index"].shape == (2,)
     assert not torch.equal(batch["position_image"], batch["image"]), "position has its own crop of the volume"

@@ -59,5 +59,5 @@ def test_jigsaw_errors(encoder3d, smooth_volume):
     # 9-voxel patches of a 32^3 crop cut 3x3x3 are below the default minimum, the encoder's total stride
     with pytest.raises(ValueError, match=r"spatial size \(9, 9, 9\).*at least 32 voxels.*min_input_size"):
         JigsawPuzzle(encoder3d, K, hidden_dim=64)(batch)
-    with pytest.raises(ValueError, match="min_input_size must be an int >= 1"):
-        JigsawPuzzle(encoder3d, K, min_input_size=0)
+    with pytest.raises(ValueError, match="min_input_size must be an int >= 8"):  # the 3D ResNet's smallest side
+        JigsawPuzzle(encoder3d, K, min_input_size=7)

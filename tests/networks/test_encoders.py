@@ -121,6 +121,27 @@ def test_input_errors_name_encoder_and_shapes():
         dense(torch.zeros(2, 1, 28, 64))
 
 
+def test_3d_resnet_refuses_sides_where_torch_gets_the_stem_gradient_wrong():
+    """PyTorch's CPU (oneDNN) weight gradient of the 3D stem (kernel 7, stride 2) is garbage for a first side of
+    5-7: a 3D ResNet refuses sides up to 7, and from 8 on its gradients match those without oneDNN."""
+    enc = build_encoder("resnet10", spatial_dims=3, in_channels=1)
+    assert enc.min_spatial_size == 8 and build_encoder("resnet10", spatial_dims=2).min_spatial_size == 1
+    with pytest.raises(ValueError, match=r"at least 8, got shape \(2, 1, 7, 16, 16\)"):
+        enc(torch.zeros(2, 1, 7, 16, 16))
+    x = torch.rand(4, 1, 8, 16, 16)
+
+    def gradients(onednn: bool) -> dict[str, torch.Tensor]:
+        enc.zero_grad()
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            embedding = enc.embed(x)
+            (embedding * torch.linspace(-1, 1, embedding.numel()).reshape(embedding.shape)).sum().backward()
+        return {name: p.grad.clone() for name, p in enc.named_parameters()}
+
+    reference, found = gradients(False), gradients(True)
+    for name, grad in reference.items():
+        assert torch.allclose(found[name], grad, rtol=1e-3, atol=1e-3 * float(grad.abs().max())), name
+
+
 def test_deepcopy_is_an_independent_encoder():
     """Momentum teachers (BYOL, MoCo) deep-copy the encoder; resnet18's parameter-free shortcuts must follow."""
     enc = build_encoder("resnet18", spatial_dims=2, in_channels=1).eval()
