@@ -649,9 +649,9 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
                 step_time[size] = clock.step(steps)
             epochs = epochs_for(profile, fraction, dims, len(index))
             if "recipe" in profile:  # the recipe counts steps (warm-up steps, cheaper, timed as full ones)
-                steps = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), len(index))[0]
+                budget = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), len(index))[0]
                 add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"step ({batches[0]} images)",
-                    step_time[batches[0]], runs * steps * grid)
+                    step_time[batches[0]], runs * budget * grid)
             else:
                 per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
                 add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
