@@ -2,9 +2,11 @@
 folders: training from an encoder export and from scratch, evaluation (metrics JSON), inference (predictions
 CSV), model-zoo properties and ``verify_net_in_out``.
 
-The four training runs (``python -m monai.bundle run``, 2-4 iterations each, ResNet-10) start together, one
-torch thread each, when the first test asks for them; evaluation and inference then run in this process on
-their outputs with MONAI's ``ConfigWorkflow`` (what ``monai.bundle run`` does, without a second start-up).
+The four training runs (2-4 iterations each, ResNet-10) start when the first test asks for them, one torch thread
+each: xray_pretrained as a ``python -m monai.bundle run`` command (the command-line path), the other three one after
+another in ONE further process (``monai.bundle.run``, which saves an interpreter start and the imports per run),
+each run's printed output kept apart for its checks; evaluation and inference then run in this process on their
+outputs with MONAI's ``ConfigWorkflow`` (what ``monai.bundle run`` does, without a second start-up).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import export_encoder
 from medssl3d.networks import build_encoder
 from medssl3d.prep.medmnist import convert_medmnist
+
+from .test_pretraining_bundles import bundle_kwargs, finished_run_in_one_process, start_runs_in_one_process
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TIMEOUT_S = 240
@@ -87,19 +91,30 @@ RUNS = {
 }
 
 
+COMMAND = "xray_pretrained"  # run as a command; the other RUNS in one process
+
+
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
-    """Every training run, started at once; value: (process, output dir)."""
+    """Every training run, started at once; value: (process, output dir) of the command and, under
+    ``"in_one_process"``, (process, results file) of the other runs, their outputs in ``<results dir>/<name>``."""
     root = data["root"]
     out_root = tmp_path_factory.mktemp("runs")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    started = {}
-    for name, (bundle, dataset, overrides) in RUNS.items():
-        out = out_root / name
-        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle)[0],
-                   "--dataset_dir", str(root / dataset), "--output_dir", str(out), *TINY, *_args(overrides, root)]
-        process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        started[name] = (process, out)
+    bundle, dataset, overrides = RUNS[COMMAND]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle)[0],
+               "--dataset_dir", str(root / dataset), "--output_dir", str(out_root / COMMAND), *TINY,
+               *_args(overrides, root)]
+    started = {COMMAND: (subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT), out_root / COMMAND)}
+    jobs = {
+        name: {"config_file": _configs(bundle)[0], "dataset_dir": str(root / dataset),
+               "output_dir": str(out_root / name), **bundle_kwargs(TINY),
+               **{key: value.format(root=root) if isinstance(value, str) else value for key, value in overrides.items()}}
+        for name, (bundle, dataset, overrides) in RUNS.items() if name != COMMAND
+    }
+    started["in_one_process"] = (start_runs_in_one_process(jobs, out_root / "results.json", env),
+                                 out_root / "results.json")
     yield started
     for process, _ in started.values():
         if process.poll() is None:
@@ -108,6 +123,10 @@ def runs(data, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
 
 
 def _finished(runs, name) -> tuple[Path, str]:
+    """Wait for run ``name``, assert it succeeded; its output dir and what it printed."""
+    if name != COMMAND:
+        process, results = runs["in_one_process"]
+        return results.parent / name, finished_run_in_one_process(process, results, name, 3 * TIMEOUT_S)
     process, out = runs[name]
     output, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, f"{name} failed:\n{output[-4000:]}"

@@ -1,9 +1,11 @@
 """Downstream CT bundles (nodule_cls_ct, seg_ct) end to end on a tiny synthetic cohort.
 
 An encoder export is written from a random ResNet-10 (no pretraining run). Each bundle trains 2 iterations with
-``--pretrained_encoder`` and from scratch; the four training runs are started together, one torch thread each,
-when the module starts. The evaluate and inference configs then run in this process (``monai.bundle.run``, the
-function behind ``python -m monai.bundle run``) on the pretrained runs' models.
+``--pretrained_encoder`` and from scratch; the four training runs start when the module starts, one torch thread
+each: cls_scratch as a ``python -m monai.bundle run`` command (the command-line path), the other three one after
+another in ONE further process (``monai.bundle.run``, which saves an interpreter start and the imports per run),
+each run's printed output kept apart for its checks. The evaluate and inference configs then run in this process
+(``monai.bundle.run``, the function behind ``python -m monai.bundle run``) on the pretrained runs' models.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from medssl3d.engine import export_encoder, read_encoder_export
 from medssl3d.networks import build_encoder
 from medssl3d.prep.datalist import make_datalist
 
+from .test_pretraining_bundles import bundle_kwargs, finished_run_in_one_process, start_runs_in_one_process
+
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI's notice on trusting configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +50,7 @@ TRAINS = {  # name: (bundle, cohort, overrides, pretrained)
     "cls_pretrained": ("nodule_cls_ct", "nodules", [*CLS_TRAIN, "--label_fraction", "0.75"], True),
     "cls_scratch": ("nodule_cls_ct", "nodules", CLS_TRAIN, False),
 }
+COMMAND = "cls_scratch"  # run as a command; the other TRAINS in one process
 
 
 def _configs(bundle: str, *names: str) -> list[str]:
@@ -82,16 +87,21 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def trains(data) -> dict[str, tuple[subprocess.Popen, Path]]:
     """The four training runs, started when the module starts; value: (process, output dir)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    started = {}
+    started, jobs = {}, {}
     for name, (bundle, cohort, overrides, pretrained) in TRAINS.items():
         out = data["root"] / name
-        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", *_configs(bundle, "train"),
-                   "--dataset_dir", str(data[cohort]), "--output_dir", str(out), *COMMON,
-                   *(arg.format(ct=data["ct"]) for arg in overrides)]
+        args = ["--dataset_dir", str(data[cohort]), "--output_dir", str(out), *COMMON,
+                *(arg.format(ct=data["ct"]) for arg in overrides)]
         if pretrained:
-            command += ["--pretrained_encoder", str(data["export"])]
-        started[name] = (subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT), out)
+            args += ["--pretrained_encoder", str(data["export"])]
+        if name == COMMAND:
+            command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", *_configs(bundle, "train"), *args]
+            started[name] = (subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT), out)
+        else:
+            jobs[name] = {"config_file": _configs(bundle, "train")[0], **bundle_kwargs(args)}
+    results = data["root"] / "results.json"
+    started["in_one_process"] = (start_runs_in_one_process(jobs, results, env), results)
     yield started
     for process, _ in started.values():
         if process.poll() is None:
@@ -108,6 +118,10 @@ def _csv(path: Path):
 
 
 def _finished(trains, name: str) -> tuple[str, Path]:
+    """Wait for training run ``name``, assert it succeeded; what it printed and its output dir."""
+    if name != COMMAND:
+        process, results = trains["in_one_process"]
+        return finished_run_in_one_process(process, results, name, 3 * TIMEOUT_S), results.parent / name
     process, out = trains[name]
     output, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, f"{name} failed:\n{output[-4000:]}"

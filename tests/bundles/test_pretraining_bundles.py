@@ -53,19 +53,28 @@ CONTRASTIVE_METHODS = {
 }
 
 # `python -c` program: run each bundle of argv[1] (JSON {name: monai.bundle.run keywords}) in turn, as
-# `python -m monai.bundle run` does, and write {name: {"ok", "seconds"[, "error"]}} to argv[2] after each
+# `python -m monai.bundle run` does, and write {name: {"ok", "seconds", "output"[, "error"]}} to argv[2] after each.
+# "output" is what the run printed (stdout and stderr, its log included: the bundle's logging.conf binds its handler
+# to sys.stdout when the run starts, which is then this run's buffer; handlers an earlier run left on named loggers,
+# e.g. MONAI's StatsHandler's, are pointed at it too).
 ONE_PROCESS_RUNNER = """
-import json, sys, time, traceback
+import contextlib, io, json, logging, sys, time, traceback
 from monai.bundle import run
-jobs, results = json.loads(sys.argv[1]), {}
+jobs, results, output = json.loads(sys.argv[1]), {}, sys.stdout
 for name, kwargs in jobs.items():
-    start = time.perf_counter()
+    start, previous, output = time.perf_counter(), output, io.StringIO()
+    for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (previous, sys.stdout, sys.stderr):
+                handler.setStream(output)
     try:
-        run(**kwargs)
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            run(**kwargs)
         results[name] = {"ok": True}
     except Exception:
-        results[name] = {"ok": False, "error": traceback.format_exc()[-4000:]}
+        results[name] = {"ok": False, "error": output.getvalue()[-2000:] + traceback.format_exc()[-4000:]}
     results[name]["seconds"] = round(time.perf_counter() - start, 2)
+    results[name]["output"] = output.getvalue()
     open(sys.argv[2], "w").write(json.dumps(results))
 """
 
@@ -89,14 +98,16 @@ def start_runs_in_one_process(jobs: dict[str, dict], results: Path, env: dict) -
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def finished_run_in_one_process(process: subprocess.Popen, results: Path, name: str, timeout: float) -> None:
-    """Wait for the process of :func:`start_runs_in_one_process`; assert that its run ``name`` succeeded."""
+def finished_run_in_one_process(process: subprocess.Popen, results: Path, name: str, timeout: float) -> str:
+    """Wait for the process of :func:`start_runs_in_one_process`; assert that its run ``name`` succeeded and
+    return what that run printed."""
     if process.poll() is None:
         output, _ = process.communicate(timeout=timeout)
         process.output = output
     found = json.loads(results.read_text()) if results.exists() else {}
     assert name in found, f"run {name} did not finish:\n{getattr(process, 'output', '')[-4000:]}"
     assert found[name]["ok"], f"{name} failed:\n{found[name]['error']}"
+    return found[name]["output"]
 
 
 def check_outputs(out: Path, spatial_dims: int, channels: int, patch_size: list[int]) -> EventAccumulator:
