@@ -278,7 +278,8 @@ def synth_ct(
     label = np.zeros(shape, np.uint8)
     lung_mask = lungs >= 0.5
     label[lung_mask] = 1
-    room_mm = distance_transform_edt(lung_mask, sampling=spacing)
+    # room for a nodule: each lung voxel's distance (mm) to the lung's edge; not computed when none is placed
+    room_mm = distance_transform_edt(lung_mask, sampling=spacing) if n_nodules else None
     nodules, placed = [], []
     origin_lps = (
         -(shape[0] - 1) / 2 * spacing[0] + rng.uniform(-20, 20),
