@@ -4,7 +4,7 @@ batch on the training device before the forward pass (``batch``, the GPU path; h
 Each bundle that corrupts crops (genesis_ct, masked_ct, multitask_ct with its genesis and masked tasks) trains 2
 iterations with each setting, the runs one after another in one process; in-process checks show what the loader
 yields and what the trainer does to the batch with each setting. genesis_ct and masked_ct with ``loader`` (their
-default) are not run here: ``test_pretraining_bundles`` and ``test_pretext_bundles`` run those very commands (same
+default) are not run here: ``test_pretraining_bundles`` and ``test_pretext_bundles`` train the same runs (same
 crops, batch, encoder and iterations) and check their outputs as this module does.
 """
 
