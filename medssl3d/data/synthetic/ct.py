@@ -14,6 +14,7 @@ Nodule classes differ in morphology, not in mean intensity (both ≈ 30 HU):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -123,10 +124,10 @@ def nodule_signed_distance(
 def _box(centre_mm: np.ndarray, half_mm: float, shape: Sequence[int], spacing: Sequence[float]) -> tuple[slice, ...]:
     """Index box covering a cube of half-side ``half_mm`` around a centred-mm point, clipped to the volume."""
     slices = []
-    for c, n, s in zip(centre_mm, shape, spacing):
+    for c, n, s in zip(centre_mm.tolist(), shape, spacing):  # Python floats: math on scalars, not NumPy's
         centre_index = c / s + (n - 1) / 2.0
-        lo = int(np.floor(centre_index - half_mm / s)) - 1
-        hi = int(np.ceil(centre_index + half_mm / s)) + 2
+        lo = math.floor(centre_index - half_mm / s) - 1
+        hi = math.ceil(centre_index + half_mm / s) + 2
         slices.append(slice(max(lo, 0), min(hi, n)))
     return tuple(slices)
 
