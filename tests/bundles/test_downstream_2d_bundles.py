@@ -110,7 +110,8 @@ def runs(data, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
     jobs = {
         name: {"config_file": _configs(bundle)[0], "dataset_dir": str(root / dataset),
                "output_dir": str(out_root / name), **bundle_kwargs(TINY),
-               **{key: value.format(root=root) if isinstance(value, str) else value for key, value in overrides.items()}}
+               **{key: value.format(root=root) if isinstance(value, str) else value
+                  for key, value in overrides.items()}}
         for name, (bundle, dataset, overrides) in RUNS.items() if name != COMMAND
     }
     started["in_one_process"] = (start_runs_in_one_process(jobs, out_root / "results.json", env),
