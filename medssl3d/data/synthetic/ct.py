@@ -138,6 +138,22 @@ def _box_points(box: tuple[slice, ...], shape: Sequence[int], spacing: Sequence[
     return list(np.meshgrid(*axes, indexing="ij", sparse=True))
 
 
+def _distance_inside(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Each voxel's distance (mm) to the nearest voxel outside ``mask`` (0 outside), as
+    ``distance_transform_edt(mask, sampling=spacing)``, computed on the mask's bounding box grown by one voxel:
+    a voxel beyond that box is never nearer than its projection onto the box's outer layer, which lies outside
+    the mask."""
+    distance = np.zeros(mask.shape)
+    if not mask.any():
+        return distance
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(present[0]) - 1, 0), min(int(present[-1]) + 2, mask.shape[axis])))
+    distance[tuple(box)] = distance_transform_edt(mask[tuple(box)], sampling=spacing)
+    return distance
+
+
 def _vessel_tree(
     vessels: np.ndarray,
     spacing: Sequence[float],
@@ -280,7 +296,7 @@ def synth_ct(
     lung_mask = lungs >= 0.5
     label[lung_mask] = 1
     # room for a nodule: each lung voxel's distance (mm) to the lung's edge; not computed when none is placed
-    room_mm = distance_transform_edt(lung_mask, sampling=spacing) if n_nodules else None
+    room_mm = _distance_inside(lung_mask, spacing) if n_nodules else None
     nodules, placed = [], []
     origin_lps = (
         -(shape[0] - 1) / 2 * spacing[0] + rng.uniform(-20, 20),
