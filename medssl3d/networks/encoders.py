@@ -89,7 +89,8 @@ class ResNetEncoder(Encoder, ResNet):
     convolution (oneDNN; seen with torch 2.13) returns a wrong weight gradient for the 3D stem (kernel 7,
     stride 2, padding 3) when the first spatial side is 5-7 -- values up to 1e35 that depend on what the
     process allocated before, which Adam turns into NaN weights -- or crashes; the forward pass is right, so
-    only training shows it. An input side no larger than the stem's kernel is refused instead.
+    only training shows it. A first side no larger than the stem's kernel is refused instead; method crops keep
+    every side at least ``min_spatial_size``.
     """
 
     names = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -130,6 +131,18 @@ class ResNetEncoder(Encoder, ResNet):
         """Channels of the five feature maps of ``model_name``, without building the network."""
         expansion = (ResNetBottleneck if resnet_params[model_name][0] == "bottleneck" else ResNetBlock).expansion
         return (get_inplanes()[0], *(planes * expansion for planes in get_inplanes()))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """As :meth:`Encoder.check_input`, with the side limit on the first spatial axis only: the stem's wrong
+        gradient needs a first side of 5-7, while later axes of any size (a single slice, depth 1) are computed
+        correctly, so a 3D encoder still takes ``(B, C, H, W, 1)``."""
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            super().check_input(x)
+        if x.shape[2] < self.min_spatial_size:
+            raise ValueError(
+                f"{self.name} encoder: the first spatial side must be at least {self.min_spatial_size}, "
+                f"got shape {tuple(x.shape)}."
+            )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
