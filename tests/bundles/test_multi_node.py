@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,15 +53,23 @@ def _two_nodes(bundle: str, settings: dict) -> None:
     for key, value in settings.items():
         command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    nodes = [subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for _ in range(2)]
+    # Each node writes to a file, not a pipe: waiting on one node while the other fills its unread pipe
+    # (64 KB of logs) would block that node and, through the collectives, both.
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(2)]
+    nodes = [subprocess.Popen(command, env=env, text=True, stdout=log, stderr=subprocess.STDOUT) for log in logs]
     try:
-        outputs = [node.communicate(timeout=TIMEOUT_S)[0] for node in nodes]
+        for node in nodes:
+            node.wait(timeout=TIMEOUT_S)
     finally:
         for node in nodes:
             if node.poll() is None:
                 node.kill()
         del store
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-4000:]
 
