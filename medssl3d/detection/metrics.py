@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.metrics import Metric
 from monai.apps.detection.metrics.coco import COCOMetric
 from monai.apps.detection.metrics.matching import matching_batch
@@ -34,6 +35,15 @@ FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 def _numpy(value) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _gathered(items: list) -> list:
+    """``items`` of every DDP rank, rank after rank (this process's own outside torch.distributed)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
 
 
 def froc_hits(pred_boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray) -> tuple[list[float], list[float]]:
@@ -106,7 +116,9 @@ class DetectionMetric(Metric):
     with ``key=None`` all of them (ignite then stores each under its own name; not usable as a key metric).
 
     The engine output must hold ``pred`` and ``label``: lists of per-image prediction and reference dicts
-    (:func:`medssl3d.detection.engine.detection_eval_iteration` writes them).
+    (:func:`medssl3d.detection.engine.detection_eval_iteration` writes them). Under torch.distributed every rank
+    holds its share of the images, and ``compute`` gathers them all first: every rank gets the value of the
+    whole list (``multi_gpu_train.yaml``: model selection on rank 0 by the value one process would compute).
     """
 
     def __init__(self, key: str | None = "mAP", class_names: Sequence[str] = ("nodule",),
@@ -129,7 +141,8 @@ class DetectionMetric(Metric):
         self._references += [{k: _numpy(v) for k, v in r.items()} for r in references]
 
     def compute(self) -> float | dict[str, float]:
-        results = detection_metrics(self._predictions, self._references, self.class_names, **self.settings)
+        results = detection_metrics(_gathered(self._predictions), _gathered(self._references), self.class_names,
+                                    **self.settings)
         if self.key is None:
             return results
         if self.key not in results:

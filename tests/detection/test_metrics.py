@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medssl3d.detection.metrics import FROC_FP_RATES, detection_metrics, froc_hits
+from medssl3d.detection import metrics
+from medssl3d.detection.metrics import FROC_FP_RATES, DetectionMetric, detection_metrics, froc_hits
 
 
 def _ref(*boxes):
@@ -38,3 +39,35 @@ def test_froc_hit_rule_and_false_positive_rates():
     result = detection_metrics(preds, refs, ["nodule"])
     assert result["sensitivity_at_0.5fp"] == 0 and result["sensitivity_at_1fp"] == 1
     assert result["froc"] == pytest.approx(np.mean([r >= 1 for r in FROC_FP_RATES]))
+
+
+
+class _RankZeroOfTwo:
+    """torch.distributed as rank 0 of two sees it; rank 1 sends ``others`` (one list per gather, in order)."""
+
+    def __init__(self, *others: list) -> None:
+        self.others = list(others)
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def all_gather_object(self, parts: list, items: list) -> None:
+        parts[:] = [items, self.others.pop(0)]
+
+
+def test_metric_gathers_every_rank_before_computing(monkeypatch):
+    # rank 0 holds the found nodule, rank 1 the missed one and a false positive: rank 0 alone scores 1
+    preds = [_pred([[10, 10, 20, 20]], [0.9]), _pred([[60, 60, 70, 70]], [0.7])]
+    refs = [_ref([10, 10, 20, 20]), _ref([30, 30, 40, 40])]
+    metric = DetectionMetric(key=None, class_names=["nodule"])
+    metric.reset()
+    metric.update((preds[:1], refs[:1]))
+    alone = metric.compute()
+    monkeypatch.setattr(metrics, "dist", _RankZeroOfTwo(preds[1:], refs[1:]))
+    gathered = metric.compute()
+    assert alone["mAR"] == alone["froc"] == pytest.approx(1.0)
+    assert gathered == pytest.approx(detection_metrics(preds, refs, ["nodule"]))
+    assert gathered["mAR"] == pytest.approx(0.5) and gathered["froc"] < 1
