@@ -1,6 +1,7 @@
 """The detection bundles under torchrun with two processes (DDP, gloo on CPU): each rank trains on its shard of the
 training list and validates its shard of the validation list; the metric both ranks log (and rank 0 selects
-model.pt by) is the value one process computes on the whole list, and rank 0 alone writes the bare detector."""
+model.pt by) is the value one process computes on the whole list, and rank 0 alone writes (the bare
+detector's weights, TensorBoard)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_two_process_training(bundle, tmp_path):
     iterations = -(-shard // settings["batch_size"])
     assert output.count(f"Epoch: 1/1, Iter: {iterations}/{iterations} --") == 2  # both ranks, their shard each
     assert output.count("saved final checkpoint") == 1  # rank 0 alone writes
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2  # trainer + evaluator, rank 0
     logged = re.findall(rf"Got new best metric of {CASES[bundle][4]}: (\S+)", output)
     assert len(logged) == 2 and logged[0] == logged[1], logged  # the gathered value, on both ranks
     for name in ("model.pt", "model_final.pt"):
