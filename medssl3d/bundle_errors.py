@@ -177,6 +177,9 @@ def _summary(exc: BaseException) -> str:
 
 
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    # torch.distributed.init_process_group wraps this hook and collects what it writes to sys.stderr in a buffer it
+    # prints once the hook returns; this hook ends the process instead (below), so it writes to stderr itself
+    sys.stderr = sys.__stderr__
     _previous(exc_type, exc, tb)
     if isinstance(exc, Exception):  # not KeyboardInterrupt
         try:

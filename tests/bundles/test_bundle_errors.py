@@ -200,6 +200,17 @@ def test_every_bundle_config_with_imports_installs_the_hook():
     assert not missing, missing
 
 
+def test_a_failed_distributed_process_prints_its_traceback_and_line(tmp_path):
+    # init_process_group (every multi_gpu_train.yaml) wraps the hook, buffering its output until it returns
+    code = ("import medssl3d.bundle_errors, torch.distributed as dist\n"
+            f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+            "raise ValueError('the run failed')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback (most recent call last):" in lines, result.stderr
+    assert lines[-1] == PREFIX + "ValueError: the run failed"
+
+
 def test_truncated_nifti_run_ends_naming_the_file(failed_runs):
     bad, code, stderr = failed_runs["truncated"]
     lines = stderr.strip().splitlines()
