@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import load_checkpoint
 from medssl3d.prep.medmnist import convert_medmnist
-from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _scalars, _single_process_metric
+from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _free_port, _scalars, _single_process_metric
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _two_nodes(bundle: str, settings: dict) -> None:
