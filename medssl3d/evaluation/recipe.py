@@ -65,7 +65,7 @@ class FineTuneRecipe:
     weight_decay: float = 1e-4
     batch_size: int = 32
     min_batch: int = 16
-    epochs: float = 4.0
+    epochs: float = 16.0
     min_steps: int = 300
     max_steps: int = 1200
     head_warmup: float = 0.2
