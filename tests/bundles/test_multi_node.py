@@ -3,7 +3,10 @@ rendezvous (gloo), as on a cluster where each node runs the same command.
 
 * Pretraining (contrastive_ct, SimCLR, 1 crop pair per node): at a fresh start the embeddings are nearly alike,
   so NT-Xent is about log(2N - 1) for the N samples whose negatives it sees: log(3) = 1.10 for one node's 2
-  crops, log(7) = 1.95 for both nodes' 4, what one process gets on the whole batch. Rank 0 alone writes.
+  crops, log(7) = 1.95 for both nodes' 4, what one process gets on the whole batch. Rank 0 alone writes (one
+  set of checkpoints and encoder exports, one TensorBoard events file). Run again with ``--epochs 2``, every
+  rank resumes from ``checkpoint_last.pt`` at iteration 2 (a rank that did not would run 4 iterations against
+  rank 0's 2 and hang in DDP's all-reduce) and trains iterations 3 and 4.
 * Downstream (xray_cls): the validation AUC rank 0 logs is the one a single process computes on the whole
   validation list with the same weights (the two nodes' predictions are gathered).
 """
@@ -24,7 +27,7 @@ import torch.distributed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from medssl3d.data.synthetic import synthesize_cohort
-from medssl3d.engine import load_checkpoint
+from medssl3d.engine import load_checkpoint, load_encoder_export
 from medssl3d.prep.medmnist import convert_medmnist
 from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _free_port, _scalars, _single_process_metric
 
@@ -67,18 +70,34 @@ def _two_nodes(bundle: str, settings: dict) -> None:
         assert node.returncode == 0, output[-4000:]
 
 
-def test_pretraining_on_two_nodes(tmp_path):
+def _losses(events: Path) -> dict[int, float]:
+    return {e.step: e.value for e in EventAccumulator(str(events)).Reload().Scalars("loss")}
+
+
+def test_pretraining_on_two_nodes_and_resume(tmp_path):
     synthesize_cohort("ct", 6, tmp_path / "ct", size=(64, 64, 32), progress=False)  # 4 training volumes
     out = tmp_path / "models"
-    _two_nodes("contrastive_ct", {
-        "dataset_dir": str(tmp_path / "ct"), "output_dir": str(out), "epochs": 1, "batch_size": 1,
-        "crops_per_volume": 2, "crop_size": [32, 32, 16], "min_input_size": 16, "num_workers": 0, "cache_rate": 0,
-        "checkpoint_every": 1, "log_every": 1, "encoder": "resnet10", "method": "simclr"})
-    assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["iteration"] == 2  # 2 of 4 volumes each
-    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")  # rank 0 alone
-    losses = {e.step: e.value for e in EventAccumulator(str(events)).Reload().Scalars("loss")}
-    assert sorted(losses) == [1, 2]
-    assert abs(losses[1] - math.log(7)) < abs(losses[1] - math.log(3)), losses  # both nodes' negatives
+    settings = {"dataset_dir": str(tmp_path / "ct"), "output_dir": str(out), "epochs": 1, "batch_size": 1,
+                "crops_per_volume": 2, "crop_size": [32, 32, 16], "min_input_size": 16, "num_workers": 0,
+                "cache_rate": 0, "checkpoint_every": 1, "log_every": 1, "encoder": "resnet10", "method": "simclr"}
+    _two_nodes("contrastive_ct", settings)
+    # rank 0 alone wrote; each rank trained on 2 of the 4 volumes, one per iteration
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts) == [
+        "checkpoint_00000001.pt", "checkpoint_00000002.pt", "checkpoint_last.pt",
+        "encoder.pt", "encoder_00000001.pt", "encoder_00000002.pt"]
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["iteration"] == 2
+    load_encoder_export(out / "encoder.pt", 3, 1, "resnet10")
+    (first_events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    first = _losses(first_events)
+    assert sorted(first) == [1, 2]
+    assert abs(first[1] - math.log(7)) < abs(first[1] - math.log(3)), first  # both nodes' negatives
+
+    _two_nodes("contrastive_ct", {**settings, "epochs": 2})
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["iteration"] == 4
+    (second_events,) = set((out / "tensorboard").glob("events.out.tfevents.*")) - {first_events}
+    assert sorted(_losses(second_events)) == [3, 4]
+    assert {p.name for p in (out / "checkpoints").glob("*.pt")} == {  # keep_last_checkpoints: 2
+        "checkpoint_00000003.pt", "checkpoint_00000004.pt", "checkpoint_last.pt"}
 
 
 def test_downstream_on_two_nodes(tmp_path):

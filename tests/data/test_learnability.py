@@ -92,7 +92,7 @@ def histology_tiles():
 
 
 @pytest.mark.parametrize(
-    "make_samples, epochs", [(ct_nodule_patches, 60), (xray_images, 60), (mri_volumes, 60), (histology_tiles, 20)]
+    "make_samples, epochs", [(ct_nodule_patches, 40), (xray_images, 60), (mri_volumes, 60), (histology_tiles, 20)]
 )
 def test_labels_are_learnable_but_not_given_away_by_global_statistics(make_samples, epochs):
     images, labels = make_samples()
