@@ -6,9 +6,9 @@ and AdamW moments). The per-iteration losses (TensorBoard, ``log_every 1``) afte
 bitwise equal to the uninterrupted run's: the data order, the random crops and Genesis corruptions (MONAI
 transforms with their own ``RandomState``, run in the main process with ``num_workers 0``) and the weights all
 continue unchanged.
-Both with the corruption in the loader and with ``--corruption_on batch``, where the trainer corrupts each batch
-from torch's default generator, whose state the checkpoints keep. ``--resume false`` on a finished output folder
-starts over from iteration 1 (checked once, with the loader's corruption).
+``--resume false`` on a finished output folder starts over from iteration 1. (With ``--corruption_on batch`` the
+trainer corrupts each batch from torch's default generator, whose state the checkpoints keep: that resume is
+checked on the trainer, ``tests/engine/test_trainer.py``.)
 """
 
 from __future__ import annotations
@@ -55,14 +55,13 @@ def _events(output_dir: Path) -> set[Path]:
     return set((output_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@pytest.fixture(scope="module", params=["loader", "batch"], ids=lambda site: f"corruption_on_{site}")
-def runs(tmp_path_factory, request):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
     """Uninterrupted run, killed + resumed run, and a ``--resume false`` restart of the uninterrupted folder."""
     root = tmp_path_factory.mktemp("resume")
     synthesize_cohort("ct", 4, root / "ct", size=(64, 64, 32), progress=False)  # 2 training volumes
     full_dir, killed_dir = root / "full", root / "killed"
-    site = ("--corruption_on", request.param)
-    full, killed = _start(root / "ct", full_dir, *site), _start(root / "ct", killed_dir, *site)
+    full, killed = _start(root / "ct", full_dir), _start(root / "ct", killed_dir)
     try:
         # checkpoint_last.pt is linked right after checkpoint_00000003.pt, the first checkpoint (every 3 iterations)
         last = killed_dir / "checkpoints" / "checkpoint_last.pt"
@@ -80,21 +79,15 @@ def runs(tmp_path_factory, request):
                 process.communicate()
     resumed_from = load_checkpoint(killed_dir / "checkpoints" / "checkpoint_last.pt")["iteration"]
     before = {name: _events(folder) for name, folder in (("full", full_dir), ("killed", killed_dir))}
-    resumed = _start(root / "ct", killed_dir, *site)
-    # --resume false does not depend on where the corruption runs: checked once, with the loader's
-    fresh = None
-    if request.param == "loader":
-        fresh = _start(root / "ct", full_dir, *site, "--epochs", "1", "--resume", "false")
+    resumed = _start(root / "ct", killed_dir)
+    fresh = _start(root / "ct", full_dir, "--epochs", "1", "--resume", "false")
     _finish(resumed)
+    _finish(fresh)
     (full_events,) = before["full"]
     (resumed_events,) = _events(killed_dir) - before["killed"]
-    runs = {"full": _losses(full_events), "resumed": _losses(resumed_events), "resumed_from": resumed_from,
-            "full_dir": full_dir}
-    if fresh is not None:
-        _finish(fresh)
-        (fresh_events,) = _events(full_dir) - before["full"]
-        runs["fresh"] = _losses(fresh_events)
-    return runs
+    (fresh_events,) = _events(full_dir) - before["full"]
+    return {"full": _losses(full_events), "resumed": _losses(resumed_events), "fresh": _losses(fresh_events),
+            "resumed_from": resumed_from, "full_dir": full_dir}
 
 
 def test_killed_and_resumed_run_continues_the_same_loss_curve(runs):
@@ -108,8 +101,6 @@ def test_killed_and_resumed_run_continues_the_same_loss_curve(runs):
 
 
 def test_resume_false_starts_over(runs):
-    if "fresh" not in runs:
-        pytest.skip("checked with the corruption in the loader")
     fresh, full = runs["fresh"], runs["full"]
     assert sorted(fresh) == [1, 2]
     assert [fresh[1], fresh[2]] == [full[1], full[2]]  # same seed, same first epoch

@@ -14,6 +14,7 @@ from medssl3d.encoder_export import load_encoder_export
 from medssl3d.engine.optim import warmup_cosine_schedule
 from medssl3d.engine.trainer import build_trainer
 from medssl3d.networks import build_encoder
+from medssl3d.transforms import BatchGenesisCorruptiond
 
 
 class DummyMethod(nn.Module):
@@ -43,7 +44,8 @@ class Kill(Exception):
     pass
 
 
-def _run(tmp_path, max_epochs=2, kill_at=None, resume=True, checkpoint_every=5, grad_accumulation=2):
+def _run(tmp_path, max_epochs=2, kill_at=None, resume=True, checkpoint_every=5, grad_accumulation=2,
+         batch_corruption=False):
     set_determinism(seed=0)
     torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(0)
@@ -61,6 +63,8 @@ def _run(tmp_path, max_epochs=2, kill_at=None, resume=True, checkpoint_every=5, 
         export_metadata={"patch_size": [16, 16, 16], "spacing": [1.0, 1.0, 1.0], "orientation": "RAS",
                          "intensity_window": [-1000, 400]},
         momentum={"base": 0.9}, monitoring={"log_every": 1, "spread_every": 2, "progress_bar": False},
+        # the bundles' corruption_on: batch (draws from torch's default generator, which checkpoints keep)
+        batch_transforms=[BatchGenesisCorruptiond(keys="image", target_key="clean")] if batch_corruption else (),
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.__setitem__(e.state.iteration, e.state.output))
     if kill_at is not None:
@@ -113,12 +117,13 @@ def test_tensorboard_holds_every_loss_part_the_lr_and_the_spread(tmp_path):
     assert [e.step for e in events.Scalars("collapse/embedding_std")] == [2, 4]
 
 
-@pytest.mark.parametrize("kill_at", [4, 5])  # at an epoch end; inside epoch 2 and an accumulation window
-def test_resume_after_a_kill_continues_the_same_loss_curve(tmp_path, kill_at):
-    _, _, uninterrupted = _run(tmp_path / "full")
+# at an epoch end; inside epoch 2 and an accumulation window; with Models Genesis corrupting each batch in the step
+@pytest.mark.parametrize("kill_at, batch_corruption", [(4, False), (5, False), (5, True)])
+def test_resume_after_a_kill_continues_the_same_loss_curve(tmp_path, kill_at, batch_corruption):
+    _, _, uninterrupted = _run(tmp_path / "full", batch_corruption=batch_corruption)
     with pytest.raises(Kill):
-        _run(tmp_path / "killed", kill_at=kill_at, checkpoint_every=kill_at)
-    _, _, resumed = _run(tmp_path / "killed", checkpoint_every=kill_at)
+        _run(tmp_path / "killed", kill_at=kill_at, checkpoint_every=kill_at, batch_corruption=batch_corruption)
+    _, _, resumed = _run(tmp_path / "killed", checkpoint_every=kill_at, batch_corruption=batch_corruption)
     later = list(range(kill_at + 1, 9))
     assert sorted(resumed) == later
     assert [resumed[i] for i in later] == [uninterrupted[i] for i in later]
