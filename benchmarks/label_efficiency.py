@@ -2,7 +2,7 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--profile recipe|quick|long|long_shape|full|smoke]
+                                          [--profile recipe_v2|recipe|quick|long|long_shape|full|smoke]
                                           [--subset TRAIN VAL] [--inits INIT ...] [--out FILE.json]
 
 Per dataset:
@@ -16,7 +16,7 @@ Per dataset:
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
    augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. Profiles
-   with a ``recipe`` ("recipe", "quick") fine-tune by the library's recipe
+   with a ``recipe`` ("recipe_v2", "recipe", "quick") fine-tune by the library's recipe
    (``medssl3d.evaluation.fine_tune_with_recipe``, docs/finetuning_recipe.md: a step budget with a floor, a
    linear-probe warm-up, a minimum batch, class-balanced draws when skewed, a grid and checkpoint chosen on
    VALIDATION, the same for every init). The older profiles: "full" uses fixed epochs and no validation; "long"
@@ -43,8 +43,9 @@ Settings for 28-pixel images (why):
   of every axis, or the cube's 48 symmetries for the shape profiles).
 
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
-every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe" is the frozen protocol of
-RESULTS.md (SimCLR 2D, Models Genesis 3D, the recipe); "quick" (``--quick``) is the recipe with a smaller step
+every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v2" is the protocol of
+RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps); "recipe" its first
+version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is the recipe with a smaller step
 budget and short SimCLR pretraining (projected about 20 min of one CPU core); "long" fine-tunes with a budget of
 training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
