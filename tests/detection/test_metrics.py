@@ -41,7 +41,6 @@ def test_froc_hit_rule_and_false_positive_rates():
     assert result["froc"] == pytest.approx(np.mean([r >= 1 for r in FROC_FP_RATES]))
 
 
-
 class _RankZeroOfTwo:
     """torch.distributed as rank 0 of two sees it; rank 1 sends ``others`` (one list per gather, in order)."""
 
