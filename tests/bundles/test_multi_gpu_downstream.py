@@ -1,4 +1,5 @@
-"""Every downstream bundle's ``multi_gpu_train.yaml`` with 2 gloo processes (``torchrun --nproc_per_node 2``).
+"""The 3D downstream bundles' ``multi_gpu_train.yaml`` with 2 gloo processes (``torchrun --nproc_per_node 2``);
+the 2D ones' in ``test_multi_node.py`` (xray_cls, on two nodes) and here (histology_cls holds the same override).
 
 One epoch each (ResNet-10, tiny inputs). Each rank trains on its half of the training list and validates its
 half of the validation list; the validation metric that rank 0 logs (and selects model.pt by) must be the one
@@ -6,7 +7,7 @@ a single process computes on the whole validation list with the same weights (th
 model_final.pt): it is only when both ranks' predictions are gathered. Rank 0 alone writes (the TensorBoard
 files of one process, one model.pt, one model_final.pt).
 
-The three runs start together, one torch thread per rank, when the module starts.
+The two runs start together, one torch thread per rank, when the module starts.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from medssl3d.data.synthetic import synthesize_cohort
-from medssl3d.prep.medmnist import convert_medmnist
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
@@ -34,20 +35,22 @@ COMMON = {"num_workers": 0, "cache_rate": 0, "encoder": "resnet10", "epochs": 1}
 # bundle: (data folder, overrides, validation metric tag, training items, batch size). xray_cls is not run here:
 # test_multi_node.py::test_downstream_on_two_nodes runs its multi_gpu_train.yaml with 2 ranks on the same data
 # and settings and asserts the same (rank 0 writes alone, its half of the training list, the gathered AUC equals
-# one process's).
+# one process's). histology_cls is not run either: its multi_gpu_train.yaml is xray_cls's but for the input check
+# (test_2d_classifiers_share_one_multi_gpu_override), and its train.yaml differs from xray_cls's in preprocessing
+# only, which its single-process tests train.
 RUNS = {
     "seg_ct": ("ct", {"crop_size": [32, 32, 32], "decoder_channels": [32, 16, 16, 8, 8], "batch_size": 1,
                       "crops_per_volume": 2}, "val_mean_dice", 4, 1),
     "nodule_cls_ct": ("nodules", {"batch_size": 2}, "val_auc", 4, 2),
-    "histology_cls": ("rgb", {"tile_size": [28, 28], "batch_size": 5}, "auc", 20, 5),
 }
 
 
-def _fake_medmnist(path: Path, rgb: bool) -> Path:
+def _fake_medmnist(path: Path) -> Path:
+    """A MedMNIST-style npz of 28x28 grey images, 20 / 6 / 2 in train / val / test, classes alternating."""
     rng = np.random.default_rng(1)
     arrays = {}
     for prefix, n in (("train", 20), ("val", 6), ("test", 2)):
-        arrays[f"{prefix}_images"] = rng.integers(0, 256, (n, 28, 28, 3) if rgb else (n, 28, 28), dtype=np.uint8)
+        arrays[f"{prefix}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         arrays[f"{prefix}_labels"] = (np.arange(n) % 2).astype(np.uint8)[:, None]
     np.savez(path, **arrays)
     return path
@@ -76,8 +79,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
                     "--label-fractions", "0.75"]) == 0
     _relist(root / "ct", 4, 2)
     _relist(root / "nodules", 4, 4, balanced_key="class")
-    convert_medmnist(_fake_medmnist(root / "rgb.npz", True), root / "rgb", label_fractions=(0.5,))
-    return {"root": root, **{name: root / name for name in ("ct", "nodules", "rgb")}}
+    return {"root": root, **{name: root / name for name in ("ct", "nodules")}}
 
 
 def _free_port() -> int:
@@ -149,3 +151,13 @@ def test_two_ranks_match_one_process(bundle, runs, data, tmp_path):
     assert epoch == 1
     single = _single_process_metric(bundle, data[folder], settings, out / "model_final.pt", tmp_path, tag)
     assert np.isfinite(single) and logged == pytest.approx(single, abs=1e-5), (logged, single)
+
+
+def test_2d_classifiers_share_one_multi_gpu_override():
+    """histology_cls's override is xray_cls's (run with 2 ranks in test_multi_node.py) but for the input check."""
+    def keys(bundle: str) -> dict:
+        content = yaml.safe_load((ROOT / "bundles" / bundle / "configs" / "multi_gpu_train.yaml").read_text())
+        content["initialize"] = [line for line in content["initialize"] if "check_input" not in line]
+        return content
+
+    assert keys("histology_cls") == keys("xray_cls")

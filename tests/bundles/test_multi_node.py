@@ -101,7 +101,7 @@ def test_pretraining_on_two_nodes_and_resume(tmp_path):
 
 
 def test_downstream_on_two_nodes(tmp_path):
-    convert_medmnist(_fake_medmnist(tmp_path / "grey.npz", False), tmp_path / "grey", label_fractions=(0.5,))
+    convert_medmnist(_fake_medmnist(tmp_path / "grey.npz"), tmp_path / "grey", label_fractions=(0.5,))
     out = tmp_path / "out"
     settings = {"num_workers": 0, "cache_rate": 0, "encoder": "resnet10", "epochs": 1, "image_size": 28,
                 "batch_size": 5}
