@@ -226,15 +226,21 @@ def load_profile(name_or_path: str | Path) -> dict:
 
 RECIPE_KEYS = {"encoder", "encoder_kwargs", "methods", "pretrain_iterations", "pretrain_batch", "pretrain_lr",
                "workers", "views_3d", "augment_3d", "recipe", "test_time_views"}
+RECIPE_OPTIONAL_KEYS = {"datasets"}  # the datasets run when --datasets is not given (default: both)
+DATASETS = ("pneumoniamnist", "adrenalmnist3d")
 
 
 def _load_recipe_profile(path: Path, profile: dict) -> dict:
     """A profile fine-tuning with :class:`medssl3d.evaluation.FineTuneRecipe` (``recipe``: its fields; missing
     ones take the library defaults), checked like the others."""
-    if set(profile) != RECIPE_KEYS:
-        missing, unknown = sorted(RECIPE_KEYS - set(profile)), sorted(set(profile) - RECIPE_KEYS)
-        _fail(path, f"a profile with 'recipe' has exactly the keys {sorted(RECIPE_KEYS)}: missing {missing}, "
-              f"unknown {unknown} (see benchmarks/profiles/README.md).")
+    if set(profile) - RECIPE_OPTIONAL_KEYS != RECIPE_KEYS:
+        missing = sorted(RECIPE_KEYS - set(profile))
+        unknown = sorted(set(profile) - RECIPE_KEYS - RECIPE_OPTIONAL_KEYS)
+        _fail(path, f"a profile with 'recipe' has exactly the keys {sorted(RECIPE_KEYS)} (and optionally "
+              f"{sorted(RECIPE_OPTIONAL_KEYS)}): missing {missing}, unknown {unknown} (see benchmarks/profiles/README.md).")
+    datasets = profile.get("datasets", list(DATASETS))
+    if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) and d for d in datasets)):
+        _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); got {datasets!r}.")
     recipe = profile["recipe"]
     if not isinstance(recipe, dict):
         _fail(path, f"'recipe' must be a mapping of FineTuneRecipe fields; got {recipe!r}.")
@@ -714,7 +720,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help=f"folder with <dataset>.npz (default {DEFAULT_DATA_DIR})")
-    parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "adrenalmnist3d"])
+    parser.add_argument("--datasets", nargs="+",
+                        help=f"MedMNIST files <name>.npz to run (default: the profile's 'datasets', else {' '.join(DATASETS)})")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--profile", default="full",
                        help=f"a profile of benchmarks/profiles/ ({', '.join(profile_names())}) or the path of a "
@@ -753,6 +760,7 @@ def main(argv: list[str] | None = None) -> dict:
     except InputError as error:
         parser.error(str(error))
     profile_name = profile["name"]
+    datasets = args.datasets or list(profile.get("datasets", DATASETS))
     if args.methods:
         unknown = sorted(set(args.methods) - set(METHODS))
         if unknown:
@@ -770,13 +778,13 @@ def main(argv: list[str] | None = None) -> dict:
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "cpu": cpu_name()}
     if args.estimate_runtime:
         with tempfile.TemporaryDirectory(prefix="label_efficiency_estimate_") as tmp:
-            return estimate_runtime(profile, data_dir, args.datasets, fractions, args.seeds, device,
+            return estimate_runtime(profile, data_dir, datasets, fractions, args.seeds, device,
                                     args.estimate_steps, Path(args.work_dir) if args.work_dir else Path(tmp))
     result: dict = {}
     records_done, runs_done = [], {}  # this run's records and timings, of the datasets finished so far
     with tempfile.TemporaryDirectory(prefix="label_efficiency_") as tmp:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
-        for dataset in args.datasets:
+        for dataset in datasets:
             started = time.perf_counter()
             path = data_dir / f"{dataset}.npz"
             if not path.is_file():
@@ -811,9 +819,9 @@ def main(argv: list[str] | None = None) -> dict:
                                   "load_average_at_end": [round(v, 1) for v in os.getloadavg()]}
             # re-read --out now: another process may have written other datasets meanwhile; keep those
             previous = json.loads(out.read_text()) if out.is_file() else {}
-            result["records"] = [r for r in previous.get("records", []) if r["dataset"] not in args.datasets]
+            result["records"] = [r for r in previous.get("records", []) if r["dataset"] not in datasets]
             result["records"] += records_done
-            result["runs"] = {d: v for d, v in previous.get("runs", {}).items() if d not in args.datasets}
+            result["runs"] = {d: v for d, v in previous.get("runs", {}).items() if d not in datasets}
             result["runs"].update(runs_done)
             summary = summarize_runs(result["records"], ["dataset", "init", "eval", "fraction"], METRICS)
             result["summary"] = summary
