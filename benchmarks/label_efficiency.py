@@ -45,8 +45,8 @@ Settings for 28-pixel images (why):
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
 every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v2" is the protocol of
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps); "recipe" its first
-version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is the recipe with a smaller step
-budget and short SimCLR pretraining (projected about 20 min of one CPU core); "long" fine-tunes with a budget of
+version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is "recipe_v2" with one grid
+entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 15 min of one CPU core); "long" fine-tunes with a budget of
 training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
 1000 x 128 and 3D SimCLR and Models
@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> dict:
                        help=f"a profile of benchmarks/profiles/ ({', '.join(profile_names())}) or the path of a "
                        "YAML file with the same keys (default full)")
     group.add_argument("--quick", action="store_const", const="quick", dest="profile",
-                       help="= --profile quick (≈ 20 min on 2 CPU cores)")
+                       help="= --profile quick (PneumoniaMNIST by default, about 15 min on one CPU core)")
     group.add_argument("--smoke-size", action="store_const", const="smoke", dest="profile",
                        help="= --profile smoke (1-2 iterations, for the tests)")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))

@@ -91,3 +91,18 @@ def test_a_profile_file_of_ones_own_runs_and_bad_names_fail_before_any_work(modu
         module.main(["--profile", "nonesuch", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert "no profile" in err and "'quick'" in err  # the error lists the shipped profiles
+
+
+@pytest.mark.parametrize("datasets, message", [
+    ("pneumoniamnist", "'datasets' must be a non-empty list of dataset names"),
+    ([], "'datasets' must be a non-empty list of dataset names"),
+])
+def test_a_recipe_profile_names_its_default_datasets(module, tmp_path, datasets, message):
+    """quick runs PneumoniaMNIST unless --datasets says otherwise; a bad 'datasets' is one error."""
+    assert module.load_profile("quick")["datasets"] == ["pneumoniamnist"]
+    assert "datasets" not in module.load_profile("recipe_v2")  # both MedMNIST sets
+    profile = yaml.safe_load((BENCHMARKS / "profiles" / "quick.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**profile, "datasets": datasets}))
+    with pytest.raises(InputError, match="profile mine.yaml: ") as error:
+        module.load_profile(tmp_path / "mine.yaml")
+    assert message in str(error.value)

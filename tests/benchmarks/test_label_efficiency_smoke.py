@@ -152,7 +152,8 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
 def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_path):
     """A profile with ``recipe`` (as ``recipe.yaml``) fine-tunes through ``fine_tune_with_recipe``: the same
     steps and grid for scratch and the pretrained init, no test-time rows; ``--subset`` keeps a stratified
-    part of the training and validation splits."""
+    part of the training and validation splits; the profile's ``datasets`` is what runs without ``--datasets``
+    (only pneumoniamnist.npz exists here)."""
     import yaml
 
     module = load_benchmark("label_efficiency")
@@ -161,13 +162,13 @@ def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_pa
     _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 12, "test": 20}, (28, 28), seed=0)
     profile = yaml.safe_load((module.PROFILE_DIR / "recipe.yaml").read_text())
     profile.update(methods={2: ["rotation"], 3: ["rotation"]}, pretrain_iterations={2: 1, 3: 1},
-                   pretrain_batch={2: 8, 3: 4})
+                   pretrain_batch={2: 8, 3: 4}, datasets=["pneumoniamnist"])
     profile["recipe"].update(min_steps=3, max_steps=3, evaluations=1, batch_size=8, min_batch=8)
     path = tmp_path / "tiny_recipe.yaml"
     path.write_text(yaml.safe_dump(profile))
     out = tmp_path / "result.json"
-    module.main(["--data-dir", str(data), "--profile", str(path), "--datasets", "pneumoniamnist", "--fractions",
-                 "0.5", "1.0", "--seeds", "0", "--subset", "30", "8", "--out", str(out)])
+    module.main(["--data-dir", str(data), "--profile", str(path), "--fractions", "0.5", "1.0", "--seeds", "0",
+                 "--subset", "30", "8", "--out", str(out)])
     written = json.loads(out.read_text())
     records = written["records"]
     assert {r["dataset"] for r in records} == {"pneumoniamnist_30"}
