@@ -432,15 +432,15 @@ def fine_tune(init: str, export: Path, train: tuple, val: tuple, profile: dict, 
 
 
 def fine_tune_recipe(export: Path, train: tuple, val: tuple, profile: dict, seed: int, num_classes: int,
-                     device: str) -> tuple[torch.nn.Module, dict]:
+                     device: str, monitor=None) -> tuple[torch.nn.Module, dict]:
     """Fine-tune ``build_classifier(pretrained_encoder=export)`` by the profile's ``recipe``
     (:func:`medssl3d.evaluation.fine_tune_with_recipe`: the same steps, grid and selection on ``val`` for every
-    init); return (model, the recipe's record)."""
+    init; ``monitor`` is passed on); return (model, the recipe's record)."""
     recipe = FineTuneRecipe.from_dict(profile["recipe"])
     build = lambda mode: build_classifier(num_classes, pretrained_encoder=export, mode=mode,
                                           trainable_stages=recipe.trainable_stages)
     result = fine_tune_with_recipe(build, train, val, num_classes, recipe, seed=seed, device=device,
-                                   augment=finetune_augment(profile, train[0].ndim - 2))
+                                   augment=finetune_augment(profile, train[0].ndim - 2), monitor=monitor)
     return result.model, result.summary()
 
 

@@ -48,6 +48,7 @@ from .metrics import classification_metrics
 __all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "recipe_steps"]
 
 MODES = ("full", "partial")
+Monitor = Callable[[str, int, float, nn.Module], None]  # (grid entry, step, validation AUC, model)
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,13 @@ def _val_auc(model: nn.Module, images, labels, num_classes: int, device) -> floa
     return float(auc) if auc is not None and math.isfinite(auc) else -math.inf
 
 
+def _grid_key(factor: float, mode: str) -> str:
+    return f"{factor:g} {mode}"
+
+
 def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, recipe: FineTuneRecipe,
                x: torch.Tensor, y: torch.Tensor, val: tuple, num_classes: int, seed: int, device,
-               augment, balanced: bool) -> tuple[float, int, dict]:
+               augment, balanced: bool, monitor: Monitor | None) -> tuple[float, int, dict]:
     """One grid entry: (best validation AUC, its step, its state dict)."""
     total, warmup, batch = recipe_steps(recipe, len(y))
     torch.manual_seed(seed)  # the head's initialisation: the same for every grid entry and init
@@ -205,6 +210,9 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
 
     def evaluate(step: int) -> None:
         auc = _val_auc(model, val[0], val[1], num_classes, device)
+        if monitor is not None:
+            with torch.random.fork_rng(devices=[]):  # whatever it draws leaves the run's random stream alone
+                monitor(_grid_key(factor, mode), step, auc, model)
         if auc > best["auc"] or best["state"] is None:
             best.update(auc=auc, step=step, state=copy.deepcopy(model.state_dict()))
 
@@ -245,14 +253,18 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
 
 def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: tuple, num_classes: int,
                           recipe: FineTuneRecipe = FineTuneRecipe(), seed: int = 0, device="cpu",
-                          augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RecipeResult:
+                          augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                          monitor: Monitor | None = None) -> RecipeResult:
     """Fine-tune the classifier ``build(mode)`` returns (a new :class:`~medssl3d.transfer.EncoderClassifier`
     with the encoder's initial weights; ``mode`` ``"full"`` or ``"partial"``) on ``train = (images, labels)`` by
     ``recipe``, every grid entry selected on ``val = (images, labels)``; return the kept model and the record.
 
     Images ``(N, C, *spatial)`` (arrays or tensors, float), labels ``(N,)`` ints. ``augment``: a batch transform
     drawing from torch's global generator (e.g. :class:`~medssl3d.evaluation.SymmetryGroup`); it is seeded with
-    ``seed`` per grid entry, and the caller's random state is restored afterwards.
+    ``seed`` per grid entry, and the caller's random state is restored afterwards. ``monitor(grid_entry, step,
+    val_auc, model)`` is called at every validation evaluation (``grid_entry`` as in ``grid_val_auc``, the model
+    in eval mode), e.g. to record the curve or score another split along it; it must not change the model, and
+    the selection and results are the same with or without it.
     """
     x = torch.as_tensor(np.asarray(train[0]), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(train[1]), dtype=torch.int64)
@@ -269,7 +281,7 @@ def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: 
     with _threads(recipe.threads), torch.random.fork_rng(devices=[]):
         for factor, mode in recipe.grid:
             runs[(factor, mode)] = _train_one(build, factor, mode, recipe, x, y, (val_x, val_y), num_classes, seed,
-                                              device, augment, balanced)
+                                              device, augment, balanced, monitor)
         threads = torch.get_num_threads()
     (factor, mode), (auc, step, state) = max(runs.items(), key=lambda kv: kv[1][0])  # first of ties: grid order
     with torch.random.fork_rng(devices=[]):
@@ -277,5 +289,5 @@ def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: 
     model.load_state_dict(state)
     return RecipeResult(model=model.to(device).eval(), encoder_lr_factor=factor, mode=mode, val_auc=auc,
                         step_kept=step, steps=total, warmup_steps=warmup, batch=batch, class_balanced=balanced,
-                        grid_val_auc={f"{f:g} {m}": round(r[0], 6) for (f, m), r in runs.items()},
+                        grid_val_auc={_grid_key(f, m): round(r[0], 6) for (f, m), r in runs.items()},
                         threads=threads, cpu=cpu_name())

@@ -111,3 +111,26 @@ def test_validation_with_one_class_is_refused(data):
     (x, y), (val_x, val_y), _ = data
     with pytest.raises(ValueError, match="both classes"):
         fine_tune_with_recipe(builder(0), (x, y), (val_x, np.zeros_like(val_y)), 2, TINY)
+
+
+def test_monitor_sees_every_evaluation_and_changes_nothing(data):
+    """The monitor is called at the warm-up end and at each evaluation of every grid entry with the validation AUC
+    the selection uses; a monitor that scores another split (and draws random numbers) leaves the result alone."""
+    (x, y), val, (test_x, test_y) = data
+    seen = []
+
+    def score_test(entry, step, val_auc, model):
+        torch.rand(3)  # a monitor that draws from torch's generator
+        test_auc = classification_metrics(test_y, predict_proba(model, test_x), 2)["auc"]
+        seen.append((entry, step, val_auc, test_auc))
+
+    plain = fine_tune_with_recipe(builder(0), (x, y), val, 2, TINY, seed=5)
+    monitored = fine_tune_with_recipe(builder(0), (x, y), val, 2, TINY, seed=5, monitor=score_test)
+    assert monitored.summary() == plain.summary()
+    np.testing.assert_array_equal(predict_proba(monitored.model, test_x), predict_proba(plain.model, test_x))
+    # 6 steps, 2 of warm-up: the warm-up end (step 2), then every 2 of the 4 full steps (4, 6)
+    assert [(entry, step) for entry, step, _, _ in seen] == [
+        (entry, step) for entry in ("1 full", "0.1 full", "1 partial") for step in (2, 4, 6)]
+    for entry, best in plain.grid_val_auc.items():
+        assert max(v for e, _, v, _ in seen if e == entry) == pytest.approx(best, abs=1e-6)
+    assert all(0 <= t <= 1 for *_, t in seen)
