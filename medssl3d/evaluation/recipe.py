@@ -58,7 +58,9 @@ class FineTuneRecipe:
     ``lr``: AdamW learning rate of the head in full fine-tuning (the encoder's is ``lr * encoder_lr_factor``);
     ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
     ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
-    eval mode); ``threads``: torch threads during the run (``None``: leave as is).
+    eval mode); ``threads``: torch threads during the run (``None``: leave as is); ``lr_warmup``: the learning
+    rates of full fine-tuning rise linearly over this fraction of its steps (``k / ramp`` at its k-th step), then
+    stay constant; 0 (the default) keeps them constant throughout (docs/finetuning_recipe.md says why it is off).
     """
 
     lr: float = 1e-3
@@ -70,6 +72,7 @@ class FineTuneRecipe:
     min_steps: int = 300
     max_steps: int = 1200
     head_warmup: float = 0.2
+    lr_warmup: float = 0.0
     grid: tuple[tuple[float, str], ...] = ((1.0, "full"), (0.1, "full"))
     trainable_stages: int = 2
     balance_below: float = 0.5
@@ -86,6 +89,8 @@ class FineTuneRecipe:
             problems.append("epochs must be > 0 and 1 <= min_steps <= max_steps")
         if not 0 <= self.head_warmup < 1:
             problems.append("head_warmup must lie in [0, 1)")
+        if not 0 <= self.lr_warmup <= 1:
+            problems.append("lr_warmup must lie in [0, 1]")
         if not self.grid or any(f <= 0 or m not in MODES for f, m in self.grid):
             problems.append(f"grid must hold (encoder_lr_factor > 0, mode in {MODES}) pairs")
         if not 0 <= self.balance_below <= 1 or self.evaluations < 1:
@@ -226,6 +231,8 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
                        "lr": recipe.lr * factor, "weight_decay": recipe.weight_decay},
                       {"params": list(model.head.parameters()), "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
             optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+            ramp = max(1, round(recipe.lr_warmup * (total - warmup)))  # linear learning-rate warm-up, then constant
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / ramp))
         index = next(draws)
         images = x[index].to(device)
         images = augment(images) if augment is not None else images
@@ -245,6 +252,7 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             done = step + 1 - warmup
             if done % every == 0 or step + 1 == total:
                 evaluate(step + 1)

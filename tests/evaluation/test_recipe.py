@@ -134,3 +134,29 @@ def test_monitor_sees_every_evaluation_and_changes_nothing(data):
     for entry, best in plain.grid_val_auc.items():
         assert max(v for e, _, v, _ in seen if e == entry) == pytest.approx(best, abs=1e-6)
     assert all(0 <= t <= 1 for *_, t in seen)
+
+
+def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
+    """lr_warmup = 0.5 of 4 full steps: the encoder's rate is 1/2, then 2/2 of lr x factor; the head warm-up keeps
+    head_lr; lr_warmup = 0 leaves every rate constant."""
+    (x, y), val, _ = data
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    base = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
+                grid=((0.1, "full"),))
+    fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
+    head, full = seen[:2], seen[2:]
+    assert head == [[1e-2], [1e-2]]
+    assert [lrs[0] for lrs in full] == pytest.approx([0.5e-4, 1e-4, 1e-4, 1e-4])  # encoder: lr x factor 0.1
+    assert [lrs[1] for lrs in full] == pytest.approx([0.5e-3, 1e-3, 1e-3, 1e-3])  # head
+    seen.clear()
+    fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base), seed=0)
+    assert [lrs[0] for lrs in seen[2:]] == pytest.approx([1e-4] * 4)
+    with pytest.raises(ValueError, match="lr_warmup"):
+        FineTuneRecipe(lr_warmup=1.5)
