@@ -45,9 +45,9 @@ Settings for 28-pixel images (why):
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
 every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v2" is the protocol of
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps); "recipe" its first
-version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is "recipe_v2" with one grid
-entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 15 min of one CPU core); "long" fine-tunes with a budget of
-training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
+version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is "recipe_v2" with
+one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 15 min of one CPU core);
+"recipe_v3" and "recipe_v4" are later versions (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
 1000 x 128 and 3D SimCLR and Models
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
@@ -237,10 +237,12 @@ def _load_recipe_profile(path: Path, profile: dict) -> dict:
         missing = sorted(RECIPE_KEYS - set(profile))
         unknown = sorted(set(profile) - RECIPE_KEYS - RECIPE_OPTIONAL_KEYS)
         _fail(path, f"a profile with 'recipe' has exactly the keys {sorted(RECIPE_KEYS)} (and optionally "
-              f"{sorted(RECIPE_OPTIONAL_KEYS)}): missing {missing}, unknown {unknown} (see benchmarks/profiles/README.md).")
+              f"{sorted(RECIPE_OPTIONAL_KEYS)}): missing {missing}, unknown {unknown} "
+              "(see benchmarks/profiles/README.md).")
     datasets = profile.get("datasets", list(DATASETS))
     if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) and d for d in datasets)):
-        _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); got {datasets!r}.")
+        _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); "
+              f"got {datasets!r}.")
     recipe = profile["recipe"]
     if not isinstance(recipe, dict):
         _fail(path, f"'recipe' must be a mapping of FineTuneRecipe fields; got {recipe!r}.")
@@ -721,7 +723,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help=f"folder with <dataset>.npz (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--datasets", nargs="+",
-                        help=f"MedMNIST files <name>.npz to run (default: the profile's 'datasets', else {' '.join(DATASETS)})")
+                        help="MedMNIST files <name>.npz to run (default: the profile's 'datasets', else "
+                        f"{' '.join(DATASETS)})")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--profile", default="full",
                        help=f"a profile of benchmarks/profiles/ ({', '.join(profile_names())}) or the path of a "
