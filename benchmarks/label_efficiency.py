@@ -47,7 +47,8 @@ every setting of a run lives there, see ``benchmarks/profiles/README.md``): "rec
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps); "recipe" its first
 version (4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is "recipe_v2" with
 one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 15 min of one CPU core);
-"recipe_v3" and "recipe_v4" are later versions (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
+"recipe_v3" is a later version (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
+fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
 1000 x 128 and 3D SimCLR and Models
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
