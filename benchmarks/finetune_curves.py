@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import label_efficiency as le  # noqa: E402
 
 from medssl3d.atomic import write_json_atomic  # noqa: E402
+from medssl3d.errors import InputError  # noqa: E402
 from medssl3d.evaluation import classification_metrics, predict_proba  # noqa: E402
 
 
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(le.REPO / "benchmarks" / "finetune_curves.json"))
     args = parser.parse_args(argv)
-    profile = le.load_profile(args.profile)
+    try:
+        profile = le.load_profile(args.profile)
+    except InputError as error:
+        parser.error(str(error))
     if "recipe" not in profile:
         parser.error(f"--profile {args.profile} has no recipe; curves follow the recipe's evaluations")
     exports = dict(item.split("=", 1) for item in args.exports if "=" in item)

@@ -40,8 +40,14 @@ def test_curves_score_every_evaluation_and_agree_with_the_kept_model(tmp_path):
     assert point["test_auc"] == pytest.approx(run["test_auc"], abs=1e-4)
 
 
-def test_exports_must_be_named_pairs(tmp_path, capsys):
+def test_bad_arguments_are_one_error_before_any_work(tmp_path, capsys):
     module = load_benchmark("finetune_curves")
     with pytest.raises(SystemExit):
         module.main(["--exports", "encoder.pt", "--data-dir", str(tmp_path)])
     assert "INIT=PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--profile", "nonesuch", "--exports", "a=b.pt", "--data-dir", str(tmp_path)])
+    assert "no profile" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a profile without a recipe has no validation evaluations to follow
+        module.main(["--profile", "long", "--exports", "a=b.pt", "--data-dir", str(tmp_path)])
+    assert "has no recipe" in capsys.readouterr().err
