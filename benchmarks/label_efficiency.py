@@ -168,6 +168,10 @@ def _check_table(path: Path, key: str, table, value_ok, wanted: str, keys_ok=Non
             _fail(path, f"'{key}' at {k!r} is {v!r}; it must be {wanted}.")
 
 
+OPTIONAL_KEYS = {"datasets"}  # any profile: the datasets run when --datasets is not given
+DATASETS = ("pneumoniamnist", "adrenalmnist3d")  # without 'datasets'
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """The settings of a profile: ``benchmarks/profiles/<name>.yaml`` or a YAML file's path, checked (one
     :class:`InputError` naming the file, the key and what it must be); ``name`` is the file's stem."""
@@ -183,6 +187,10 @@ def load_profile(name_or_path: str | Path) -> dict:
         raise InputError(f"label_efficiency: profile {path.name} is not valid YAML: {error}".replace("\n", " "))
     if not isinstance(profile, dict):
         _fail(path, f"expected a mapping of settings, got {type(profile).__name__}.")
+    datasets = profile.get("datasets", list(DATASETS))
+    if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) and d for d in datasets)):
+        _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); "
+              f"got {datasets!r}.")
     if "recipe" in profile:  # the library's fine-tuning recipe (medssl3d.evaluation.recipe)
         return _load_recipe_profile(path, profile)
     length = [k for k in ("epochs", "finetune_samples") if k in profile]
@@ -192,8 +200,8 @@ def load_profile(name_or_path: str | Path) -> dict:
     required = {"encoder", "encoder_kwargs", "methods", "pretrain_iterations", "pretrain_batch", "pretrain_lr",
                 "finetune_batch", "finetune_lr", "workers", "class_balanced", "encoder_lr_scale",
                 "val_evaluations", "views_3d", "augment_3d", *length}
-    if set(profile) != required:
-        missing, unknown = sorted(required - set(profile)), sorted(set(profile) - required)
+    if set(profile) - OPTIONAL_KEYS != required:
+        missing, unknown = sorted(required - set(profile)), sorted(set(profile) - required - OPTIONAL_KEYS)
         _fail(path, f"missing keys {missing}, unknown keys {unknown} (see benchmarks/profiles/README.md).")
     count = lambda low: lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
     positive = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
@@ -227,23 +235,17 @@ def load_profile(name_or_path: str | Path) -> dict:
 
 RECIPE_KEYS = {"encoder", "encoder_kwargs", "methods", "pretrain_iterations", "pretrain_batch", "pretrain_lr",
                "workers", "views_3d", "augment_3d", "recipe", "test_time_views"}
-RECIPE_OPTIONAL_KEYS = {"datasets"}  # the datasets run when --datasets is not given (default: both)
-DATASETS = ("pneumoniamnist", "adrenalmnist3d")
 
 
 def _load_recipe_profile(path: Path, profile: dict) -> dict:
     """A profile fine-tuning with :class:`medssl3d.evaluation.FineTuneRecipe` (``recipe``: its fields; missing
     ones take the library defaults), checked like the others."""
-    if set(profile) - RECIPE_OPTIONAL_KEYS != RECIPE_KEYS:
+    if set(profile) - OPTIONAL_KEYS != RECIPE_KEYS:
         missing = sorted(RECIPE_KEYS - set(profile))
-        unknown = sorted(set(profile) - RECIPE_KEYS - RECIPE_OPTIONAL_KEYS)
+        unknown = sorted(set(profile) - RECIPE_KEYS - OPTIONAL_KEYS)
         _fail(path, f"a profile with 'recipe' has exactly the keys {sorted(RECIPE_KEYS)} (and optionally "
-              f"{sorted(RECIPE_OPTIONAL_KEYS)}): missing {missing}, unknown {unknown} "
+              f"{sorted(OPTIONAL_KEYS)}): missing {missing}, unknown {unknown} "
               "(see benchmarks/profiles/README.md).")
-    datasets = profile.get("datasets", list(DATASETS))
-    if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) and d for d in datasets)):
-        _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); "
-              f"got {datasets!r}.")
     recipe = profile["recipe"]
     if not isinstance(recipe, dict):
         _fail(path, f"'recipe' must be a mapping of FineTuneRecipe fields; got {recipe!r}.")
