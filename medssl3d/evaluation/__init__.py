@@ -14,7 +14,7 @@ from .finetune import (
 )
 from .fractions import kfold_splits, nested_label_fractions
 from .knn import knn_classify
-from .metrics import classification_metrics, representation_quality
+from .metrics import auc_difference_se, classification_metrics, representation_quality
 from .online_knn import OnlineKNNValidation, leave_one_out_knn
 from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
@@ -36,6 +36,7 @@ __all__ = [
     "load_sweep",
     "run_sweep",
     "RepeatFactorSampler",
+    "auc_difference_se",
     "classification_metrics",
     "extract_features",
     "fine_tune_classifier",

@@ -12,7 +12,7 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-__all__ = ["classification_metrics", "representation_quality"]
+__all__ = ["auc_difference_se", "classification_metrics", "representation_quality"]
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int | None = None) -> dict:
@@ -36,12 +36,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, num_classes: i
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predictions, labels=classes, average="weighted", zero_division=0
     )
-    if len(np.unique(labels)) < num_classes:
-        auc = float("nan")
-    elif num_classes == 2:
-        auc = roc_auc_score(labels, probs[:, 1])
-    else:
-        auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes)
+    auc = _roc_auc(labels, probs, num_classes) if len(np.unique(labels)) == num_classes else float("nan")
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "f1_weighted": float(f1),
@@ -50,6 +45,35 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, num_classes: i
         "auc": float(auc),
         "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist(),
     }
+
+
+def _roc_auc(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> float:
+    """ROC AUC of ``probs[:, 1]`` for two classes, else the macro average of one-vs-rest AUCs (every class present)."""
+    if num_classes == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(num_classes)))
+
+
+def auc_difference_se(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, resamples: int = 200,
+                      seed: int = 0) -> float:
+    """Standard error of ``AUC(probs_a) - AUC(probs_b)`` on the same samples, by the paired bootstrap (Efron &
+    Tibshirani 1993, ch. 6): the standard deviation of the difference over ``resamples`` draws of the samples
+    with replacement (draws that miss a class are skipped). ``inf`` when fewer than two draws hold every class.
+    Both models are scored on each draw, so what they share cancels; scikit-learn has no paired AUC test."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probs_a, probs_b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
+    if probs_a.ndim != 2 or probs_a.shape != probs_b.shape or labels.shape != probs_a.shape[:1] or resamples < 2:
+        raise ValueError(f"auc_difference_se: expected labels (N,), two probs (N, C) and resamples >= 2, got "
+                         f"{labels.shape}, {probs_a.shape}, {probs_b.shape} and {resamples}.")
+    num_classes = probs_a.shape[1]
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        draw = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[draw])) == num_classes:
+            differences.append(_roc_auc(labels[draw], probs_a[draw], num_classes)
+                               - _roc_auc(labels[draw], probs_b[draw], num_classes))
+    return float(np.std(differences, ddof=1)) if len(differences) >= 2 else float("inf")
 
 
 def representation_quality(features: np.ndarray, labels: np.ndarray) -> dict:

@@ -37,17 +37,20 @@ import platform
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .finetune import RepeatFactorSampler, predict_proba
-from .metrics import classification_metrics
+from .metrics import auc_difference_se, classification_metrics
 
 __all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "recipe_steps"]
 
 MODES = ("full", "partial")
+LR_DECAYS = ("none", "cosine")
+SELECTIONS = ("best", "one_se")
 Monitor = Callable[[str, int, float, nn.Module], None]  # (grid entry, step, validation AUC, model)
 
 
@@ -60,7 +63,13 @@ class FineTuneRecipe:
     ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
     eval mode); ``threads``: torch threads during the run (``None``: leave as is); ``lr_warmup``: the learning
     rates of full fine-tuning rise linearly over this fraction of its steps (``k / ramp`` at its k-th step), then
-    stay constant; 0 (the default) keeps them constant throughout (docs/finetuning_recipe.md says why it is off).
+    stay constant; 0 (the default) keeps them constant throughout (docs/finetuning_recipe.md says why it is off);
+    ``lr_decay``: ``"none"`` keeps the rates of full fine-tuning constant, ``"cosine"`` multiplies them by
+    ``(1 + cos(pi k / K)) / 2`` at its k-th of K steps (SGDR without restarts, Loshchilov & Hutter, ICLR 2017),
+    so the last checkpoints are those of a converged run rather than snapshots of a noisy one; ``selection``:
+    ``"best"`` keeps the candidate (grid entry and step) with the best validation AUC, ``"one_se"`` keeps the
+    final checkpoint of the first grid entry unless that best candidate beats it by more than one standard error
+    of the AUC difference (paired bootstrap over the validation samples, ``bootstrap`` resamples).
     """
 
     lr: float = 1e-3
@@ -73,6 +82,9 @@ class FineTuneRecipe:
     max_steps: int = 1200
     head_warmup: float = 0.2
     lr_warmup: float = 0.0
+    lr_decay: str = "none"
+    selection: str = "best"
+    bootstrap: int = 200
     grid: tuple[tuple[float, str], ...] = ((1.0, "full"), (0.1, "full"))
     trainable_stages: int = 2
     balance_below: float = 0.5
@@ -91,6 +103,10 @@ class FineTuneRecipe:
             problems.append("head_warmup must lie in [0, 1)")
         if not 0 <= self.lr_warmup <= 1:
             problems.append("lr_warmup must lie in [0, 1]")
+        if self.lr_decay not in LR_DECAYS:
+            problems.append(f"lr_decay must be one of {LR_DECAYS}")
+        if self.selection not in SELECTIONS or self.bootstrap < 2:
+            problems.append(f"selection must be one of {SELECTIONS} and bootstrap be >= 2")
         if not self.grid or any(f <= 0 or m not in MODES for f, m in self.grid):
             problems.append(f"grid must hold (encoder_lr_factor > 0, mode in {MODES}) pairs")
         if not 0 <= self.balance_below <= 1 or self.evaluations < 1:
@@ -115,7 +131,9 @@ class FineTuneRecipe:
 class RecipeResult:
     """What :func:`fine_tune_with_recipe` returns: the model (eval mode, the kept weights), the chosen grid entry,
     its validation AUC and step (0-based count of optimisation steps done, warm-up included), the step budget,
-    the validation AUC of every grid entry, whether class-balanced sampling was used, threads and CPU."""
+    the validation AUC of every grid entry, whether class-balanced sampling was used, threads and CPU; with
+    ``selection="one_se"`` also the reference's (final checkpoint of the first grid entry) validation AUC and the
+    standard error its best challenger had to exceed."""
 
     model: nn.Module
     encoder_lr_factor: float
@@ -129,6 +147,8 @@ class RecipeResult:
     grid_val_auc: dict[str, float] = field(default_factory=dict)
     threads: int = 1
     cpu: str = ""
+    reference_val_auc: float | None = None
+    selection_margin: float | None = None
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
@@ -193,33 +213,56 @@ class _Batches:
         return torch.as_tensor(out)
 
 
-def _val_auc(model: nn.Module, images, labels, num_classes: int, device) -> float:
-    auc = classification_metrics(labels, predict_proba(model, images, batch_size=256, device=device), num_classes)["auc"]
-    return float(auc) if auc is not None and math.isfinite(auc) else -math.inf
+class _Candidate(NamedTuple):
+    """A checkpoint of one grid entry: validation AUC, step, weights and validation probabilities."""
+
+    auc: float
+    step: int
+    state: dict
+    probs: np.ndarray
+
+
+def _validate(model: nn.Module, images, labels, num_classes: int, device) -> tuple[float, np.ndarray]:
+    probs = predict_proba(model, images, batch_size=256, device=device)
+    auc = classification_metrics(labels, probs, num_classes)["auc"]
+    return (float(auc) if auc is not None and math.isfinite(auc) else -math.inf), probs
 
 
 def _grid_key(factor: float, mode: str) -> str:
     return f"{factor:g} {mode}"
 
 
+def _rate_factor(recipe: FineTuneRecipe, full_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at the ``done``-th step of full fine-tuning: the linear warm-up (``lr_warmup``) times
+    the decay (``lr_decay``); torch's LambdaLR applies it."""
+    ramp = max(1, round(recipe.lr_warmup * full_steps))
+
+    def factor(done: int) -> float:
+        decay = 0.5 * (1.0 + math.cos(math.pi * done / full_steps)) if recipe.lr_decay == "cosine" else 1.0
+        return min(1.0, (done + 1) / ramp) * decay
+
+    return factor
+
+
 def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, recipe: FineTuneRecipe,
                x: torch.Tensor, y: torch.Tensor, val: tuple, num_classes: int, seed: int, device,
-               augment, balanced: bool, monitor: Monitor | None) -> tuple[float, int, dict]:
-    """One grid entry: (best validation AUC, its step, its state dict)."""
+               augment, balanced: bool, monitor: Monitor | None) -> tuple[_Candidate, _Candidate]:
+    """One grid entry: its checkpoint with the best validation AUC (the first of ties) and its final one."""
     total, warmup, batch = recipe_steps(recipe, len(y))
     torch.manual_seed(seed)  # the head's initialisation: the same for every grid entry and init
     model = build(mode).to(device)
     draws = _Batches(y.numpy(), batch, balanced, seed)
     every = max(1, (total - warmup) // recipe.evaluations)
-    best = {"auc": -math.inf, "step": 0, "state": None}
+    kept = {}
 
     def evaluate(step: int) -> None:
-        auc = _val_auc(model, val[0], val[1], num_classes, device)
+        auc, probs = _validate(model, val[0], val[1], num_classes, device)
         if monitor is not None:
             with torch.random.fork_rng(devices=[]):  # whatever it draws leaves the run's random stream alone
                 monitor(_grid_key(factor, mode), step, auc, model)
-        if auc > best["auc"] or best["state"] is None:
-            best.update(auc=auc, step=step, state=copy.deepcopy(model.state_dict()))
+        kept["final"] = _Candidate(auc, step, copy.deepcopy(model.state_dict()), probs)
+        if "best" not in kept or auc > kept["best"].auc:
+            kept["best"] = kept["final"]
 
     head_opt = torch.optim.AdamW(model.head.parameters(), lr=recipe.head_lr, weight_decay=recipe.weight_decay)
     inner = model.encoder
@@ -231,8 +274,7 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
                        "lr": recipe.lr * factor, "weight_decay": recipe.weight_decay},
                       {"params": list(model.head.parameters()), "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
             optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
-            ramp = max(1, round(recipe.lr_warmup * (total - warmup)))  # linear learning-rate warm-up, then constant
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / ramp))
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _rate_factor(recipe, total - warmup))
         index = next(draws)
         images = x[index].to(device)
         images = augment(images) if augment is not None else images
@@ -256,7 +298,7 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
             done = step + 1 - warmup
             if done % every == 0 or step + 1 == total:
                 evaluate(step + 1)
-    return best["auc"], best["step"], best["state"]
+    return kept["best"], kept["final"]
 
 
 def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: tuple, num_classes: int,
@@ -291,11 +333,21 @@ def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: 
             runs[(factor, mode)] = _train_one(build, factor, mode, recipe, x, y, (val_x, val_y), num_classes, seed,
                                               device, augment, balanced, monitor)
         threads = torch.get_num_threads()
-    (factor, mode), (auc, step, state) = max(runs.items(), key=lambda kv: kv[1][0])  # first of ties: grid order
+    (factor, mode), kept = max(((key, best) for key, (best, _) in runs.items()),
+                               key=lambda pair: pair[1].auc)  # the first of ties: grid order
+    reference_auc = margin = None
+    if recipe.selection == "one_se":  # the challenger must beat the reference by more than the validation noise
+        reference_key = recipe.grid[0]
+        reference = runs[reference_key][1]
+        margin = auc_difference_se(val_y, kept.probs, reference.probs, recipe.bootstrap, seed)
+        reference_auc = round(reference.auc, 6)
+        if not kept.auc - reference.auc > margin:
+            (factor, mode), kept = reference_key, reference
+        margin = round(margin, 6)
     with torch.random.fork_rng(devices=[]):
         model = build(mode)
-    model.load_state_dict(state)
-    return RecipeResult(model=model.to(device).eval(), encoder_lr_factor=factor, mode=mode, val_auc=auc,
-                        step_kept=step, steps=total, warmup_steps=warmup, batch=batch, class_balanced=balanced,
-                        grid_val_auc={_grid_key(f, m): round(r[0], 6) for (f, m), r in runs.items()},
-                        threads=threads, cpu=cpu_name())
+    model.load_state_dict(kept.state)
+    return RecipeResult(model=model.to(device).eval(), encoder_lr_factor=factor, mode=mode, val_auc=kept.auc,
+                        step_kept=kept.step, steps=total, warmup_steps=warmup, batch=batch, class_balanced=balanced,
+                        grid_val_auc={_grid_key(f, m): round(best.auc, 6) for (f, m), (best, _) in runs.items()},
+                        threads=threads, cpu=cpu_name(), reference_val_auc=reference_auc, selection_margin=margin)

@@ -160,3 +160,58 @@ def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
     assert [lrs[0] for lrs in seen[2:]] == pytest.approx([1e-4] * 4)
     with pytest.raises(ValueError, match="lr_warmup"):
         FineTuneRecipe(lr_warmup=1.5)
+
+
+def test_cosine_lr_decay_follows_the_half_cosine_over_the_full_steps(data, monkeypatch):
+    """lr_decay = "cosine" over 4 full steps: factors (1 + cos(pi k / 4)) / 2 for k = 0..3, for the encoder and the
+    head alike; combined with lr_warmup the two factors multiply; the head warm-up keeps head_lr."""
+    (x, y), val, _ = data
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    base = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
+                grid=((0.1, "full"),), lr_decay="cosine")
+    cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base), seed=0)
+    assert seen[:2] == [[1e-2], [1e-2]]
+    assert [lrs[0] for lrs in seen[2:]] == pytest.approx([1e-4 * c for c in cosine])
+    assert [lrs[1] for lrs in seen[2:]] == pytest.approx([1e-3 * c for c in cosine])
+    seen.clear()
+    fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
+    assert [lrs[1] for lrs in seen[2:]] == pytest.approx([1e-3 * r * c for r, c in zip([0.5, 1, 1, 1], cosine)])
+    with pytest.raises(ValueError, match="lr_decay"):
+        FineTuneRecipe(lr_decay="step")
+
+
+@pytest.mark.parametrize("margin, keeps_best", [(math.inf, False), (0.0, True)])
+def test_one_se_selection_keeps_the_reference_unless_beaten_by_more_than_the_margin(data, monkeypatch, margin,
+                                                                                   keeps_best):
+    """selection "one_se": the final checkpoint of the first grid entry (the reference) is kept unless the best
+    candidate's validation AUC exceeds it by more than the standard error of the difference. With an infinite
+    margin the reference stays; with none the choice is "best"'s. The record gives the reference and the margin."""
+    (x, y), val, _ = data
+    recipe = FineTuneRecipe(**{**TINY.as_dict(), "grid": TINY.grid, "lr_decay": "cosine"})
+    best = fine_tune_with_recipe(builder(0), (x, y), val, 2, recipe, seed=0)
+    assert best.reference_val_auc is None and best.selection_margin is None
+    seen = []
+    monkeypatch.setattr("medssl3d.evaluation.recipe.auc_difference_se",
+                        lambda labels, a, b, resamples, seed: seen.append((len(labels), resamples, seed)) or margin)
+    one_se = fine_tune_with_recipe(builder(0), (x, y), val, 2,
+                                   FineTuneRecipe(**{**recipe.as_dict(), "grid": recipe.grid, "selection": "one_se"}),
+                                   seed=0)
+    assert seen == [(len(val[1]), 200, 0)]
+    kept_auc = classification_metrics(val[1], predict_proba(one_se.model, val[0]), 2)["auc"]
+    assert one_se.val_auc == pytest.approx(kept_auc, abs=1e-6)
+    if keeps_best:
+        assert (one_se.encoder_lr_factor, one_se.mode, one_se.step_kept, one_se.val_auc) == (
+            best.encoder_lr_factor, best.mode, best.step_kept, best.val_auc)
+    else:
+        assert (one_se.encoder_lr_factor, one_se.mode, one_se.step_kept) == (1.0, "full", one_se.steps)
+        assert one_se.reference_val_auc == pytest.approx(one_se.val_auc, abs=1e-6)
+        assert one_se.val_auc < best.val_auc  # the reference was not the best candidate: the margin decided
+    assert one_se.selection_margin == margin
