@@ -44,6 +44,9 @@ def test_recorded_runs_used_exactly_the_profile_files(module, path):
         # runs recorded before these two keys existed used the CT views and flips
         assert {k: loaded.pop(k) for k in ("views_3d", "augment_3d") if k not in recorded} in (
             {}, {"views_3d": "ct", "augment_3d": "flip"})
+        if "recipe" in recorded:  # and before these two recipe fields existed, constant rates and the best candidate
+            assert {k: loaded["recipe"].pop(k) for k in ("lr_decay", "selection") if k not in recorded["recipe"]} in (
+                {}, {"lr_decay": "none", "selection": "best"})
         assert recorded == loaded, (path.name, dataset)
 
 

@@ -13,7 +13,7 @@ from medssl3d.evaluation.recipe import _Batches, is_skewed
 from medssl3d.transfer import build_classifier
 
 TINY = FineTuneRecipe(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=12, head_warmup=0.25,
-                      evaluations=2, grid=((1.0, "full"), (0.1, "full"), (1.0, "partial")))
+                      evaluations=2, grid=((1.0, "full"), (0.1, "full"), (1.0, "partial")), selection="best")
 
 
 def spots(n, seed, positive=0.5):
@@ -149,7 +149,7 @@ def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
     base = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
-                grid=((0.1, "full"),))
+                grid=((0.1, "full"),), lr_decay="none")
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
     head, full = seen[:2], seen[2:]
     assert head == [[1e-2], [1e-2]]
@@ -188,30 +188,30 @@ def test_cosine_lr_decay_follows_the_half_cosine_over_the_full_steps(data, monke
         FineTuneRecipe(lr_decay="step")
 
 
-@pytest.mark.parametrize("margin, keeps_best", [(math.inf, False), (0.0, True)])
-def test_one_se_selection_keeps_the_reference_unless_beaten_by_more_than_the_margin(data, monkeypatch, margin,
-                                                                                   keeps_best):
-    """selection "one_se": the final checkpoint of the first grid entry (the reference) is kept unless the best
-    candidate's validation AUC exceeds it by more than the standard error of the difference. With an infinite
-    margin the reference stays; with none the choice is "best"'s. The record gives the reference and the margin."""
+@pytest.mark.parametrize("se, keeps_best", [(math.inf, False), (0.0, True)])
+def test_reference_selection_keeps_the_reference_unless_beaten_by_more_than_the_margin(data, monkeypatch, se,
+                                                                                      keeps_best):
+    """selection "reference": the final checkpoint of the first grid entry (the reference) is kept unless the best
+    candidate's validation AUC exceeds it by more than margin_se standard errors of the difference. With an
+    infinite error the reference stays; with none the choice is "best"'s. The record gives both and the margin."""
     (x, y), val, _ = data
-    recipe = FineTuneRecipe(**{**TINY.as_dict(), "grid": TINY.grid, "lr_decay": "cosine"})
+    recipe = FineTuneRecipe(**{**TINY.as_dict(), "grid": TINY.grid})  # cosine decay, selection "best"
     best = fine_tune_with_recipe(builder(0), (x, y), val, 2, recipe, seed=0)
     assert best.reference_val_auc is None and best.selection_margin is None
     seen = []
     monkeypatch.setattr("medssl3d.evaluation.recipe.auc_difference_se",
-                        lambda labels, a, b, resamples, seed: seen.append((len(labels), resamples, seed)) or margin)
-    one_se = fine_tune_with_recipe(builder(0), (x, y), val, 2,
-                                   FineTuneRecipe(**{**recipe.as_dict(), "grid": recipe.grid, "selection": "one_se"}),
+                        lambda labels, a, b, resamples, seed: seen.append((len(labels), resamples, seed)) or se)
+    chosen = fine_tune_with_recipe(builder(0), (x, y), val, 2,
+                                   FineTuneRecipe(**{**recipe.as_dict(), "grid": recipe.grid, "selection": "reference"}),
                                    seed=0)
     assert seen == [(len(val[1]), 200, 0)]
-    kept_auc = classification_metrics(val[1], predict_proba(one_se.model, val[0]), 2)["auc"]
-    assert one_se.val_auc == pytest.approx(kept_auc, abs=1e-6)
+    kept_auc = classification_metrics(val[1], predict_proba(chosen.model, val[0]), 2)["auc"]
+    assert chosen.val_auc == pytest.approx(kept_auc, abs=1e-6)
     if keeps_best:
-        assert (one_se.encoder_lr_factor, one_se.mode, one_se.step_kept, one_se.val_auc) == (
+        assert (chosen.encoder_lr_factor, chosen.mode, chosen.step_kept, chosen.val_auc) == (
             best.encoder_lr_factor, best.mode, best.step_kept, best.val_auc)
     else:
-        assert (one_se.encoder_lr_factor, one_se.mode, one_se.step_kept) == (1.0, "full", one_se.steps)
-        assert one_se.reference_val_auc == pytest.approx(one_se.val_auc, abs=1e-6)
-        assert one_se.val_auc < best.val_auc  # the reference was not the best candidate: the margin decided
-    assert one_se.selection_margin == margin
+        assert (chosen.encoder_lr_factor, chosen.mode, chosen.step_kept) == (1.0, "full", chosen.steps)
+        assert chosen.reference_val_auc == pytest.approx(chosen.val_auc, abs=1e-6)
+        assert chosen.val_auc < best.val_auc  # the reference was not the best candidate: the margin decided
+    assert chosen.selection_margin == 2 * se  # margin_se = 2 by default
