@@ -136,10 +136,13 @@ def test_monitor_sees_every_evaluation_and_changes_nothing(data):
     assert all(0 <= t <= 1 for *_, t in seen)
 
 
-def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
-    """lr_warmup = 0.5 of 4 full steps: the encoder's rate is 1/2, then 2/2 of lr x factor; the head warm-up keeps
-    head_lr; lr_warmup = 0 leaves every rate constant."""
-    (x, y), val, _ = data
+SIX_STEPS = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
+                 grid=((0.1, "full"),))  # 2 head warm-up steps, then 4 full steps
+
+
+@pytest.fixture
+def rates(monkeypatch):
+    """The learning rates of every AdamW step, one list of param-group rates per step."""
     seen = []
     step = torch.optim.AdamW.step
 
@@ -148,8 +151,15 @@ def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    base = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
-                grid=((0.1, "full"),), lr_decay="none")
+    return seen
+
+
+def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, rates):
+    """lr_warmup = 0.5 of 4 full steps: the encoder's rate is 1/2, then 2/2 of lr x factor; the head warm-up keeps
+    head_lr; lr_warmup = 0 leaves every rate constant."""
+    (x, y), val, _ = data
+    seen = rates
+    base = dict(SIX_STEPS, lr_decay="none")
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
     head, full = seen[:2], seen[2:]
     assert head == [[1e-2], [1e-2]]
@@ -162,20 +172,12 @@ def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, monkeypatch):
         FineTuneRecipe(lr_warmup=1.5)
 
 
-def test_cosine_lr_decay_follows_the_half_cosine_over_the_full_steps(data, monkeypatch):
+def test_cosine_lr_decay_follows_the_half_cosine_over_the_full_steps(data, rates):
     """lr_decay = "cosine" over 4 full steps: factors (1 + cos(pi k / 4)) / 2 for k = 0..3, for the encoder and the
     head alike; combined with lr_warmup the two factors multiply; the head warm-up keeps head_lr."""
     (x, y), val, _ = data
-    seen = []
-    step = torch.optim.AdamW.step
-
-    def recording_step(self, *args, **kwargs):
-        seen.append([group["lr"] for group in self.param_groups])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    base = dict(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=6, head_warmup=0.25, evaluations=2,
-                grid=((0.1, "full"),), lr_decay="cosine")
+    seen = rates
+    base = dict(SIX_STEPS, lr_decay="cosine")
     cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base), seed=0)
     assert seen[:2] == [[1e-2], [1e-2]]
