@@ -48,7 +48,7 @@ RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at le
 final checkpoint kept unless clearly beaten on validation); "recipe_v2" the version before it (constant rates, the
 best validation candidate); "recipe" its first version (4 epochs; the same budget below about 200 labelled
 images); "quick" (``--quick``) is "recipe_v4" with
-one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 15 min of one CPU core);
+one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
 "recipe_v3" is a later version (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
 fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
@@ -735,7 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
                        help=f"a profile of benchmarks/profiles/ ({', '.join(profile_names())}) or the path of a "
                        "YAML file with the same keys (default full)")
     group.add_argument("--quick", action="store_const", const="quick", dest="profile",
-                       help="= --profile quick (PneumoniaMNIST by default, about 15 min on one CPU core)")
+                       help="= --profile quick (PneumoniaMNIST by default, about 13 min on one CPU core)")
     group.add_argument("--smoke-size", action="store_const", const="smoke", dest="profile",
                        help="= --profile smoke (1-2 iterations, for the tests)")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
