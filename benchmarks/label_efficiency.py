@@ -49,7 +49,7 @@ final checkpoint kept unless clearly beaten on validation); "recipe_v2" the vers
 best validation candidate); "recipe" its first version (4 epochs; the same budget below about 200 labelled
 images); "quick" (``--quick``) is "recipe_v4" with
 one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
-"recipe_v3" is a later version (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
+"recipe_v3" is "recipe_v2" after 5x longer SimCLR pretraining (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
 fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
 1000 x 128 and 3D SimCLR and Models

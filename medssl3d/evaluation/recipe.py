@@ -270,9 +270,9 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
         if monitor is not None:
             with torch.random.fork_rng(devices=[]):  # whatever it draws leaves the run's random stream alone
                 monitor(_grid_key(factor, mode), step, auc, model)
-        kept["final"] = _Candidate(auc, step, copy.deepcopy(model.state_dict()), probs)
+        kept["last"] = (auc, step, probs)
         if "best" not in kept or auc > kept["best"].auc:
-            kept["best"] = kept["final"]
+            kept["best"] = _Candidate(auc, step, copy.deepcopy(model.state_dict()), probs)
 
     head_opt = torch.optim.AdamW(model.head.parameters(), lr=recipe.head_lr, weight_decay=recipe.weight_decay)
     inner = model.encoder
@@ -308,7 +308,8 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
             done = step + 1 - warmup
             if done % every == 0 or step + 1 == total:
                 evaluate(step + 1)
-    return kept["best"], kept["final"]
+    auc, step, probs = kept["last"]  # the last evaluation is at the last step: the weights as they are now
+    return kept["best"], _Candidate(auc, step, model.state_dict(), probs)
 
 
 def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: tuple, num_classes: int,

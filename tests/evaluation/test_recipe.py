@@ -158,16 +158,15 @@ def test_lr_warmup_ramps_the_full_fine_tuning_learning_rate(data, rates):
     """lr_warmup = 0.5 of 4 full steps: the encoder's rate is 1/2, then 2/2 of lr x factor; the head warm-up keeps
     head_lr; lr_warmup = 0 leaves every rate constant."""
     (x, y), val, _ = data
-    seen = rates
     base = dict(SIX_STEPS, lr_decay="none")
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
-    head, full = seen[:2], seen[2:]
+    head, full = rates[:2], rates[2:]
     assert head == [[1e-2], [1e-2]]
     assert [lrs[0] for lrs in full] == pytest.approx([0.5e-4, 1e-4, 1e-4, 1e-4])  # encoder: lr x factor 0.1
     assert [lrs[1] for lrs in full] == pytest.approx([0.5e-3, 1e-3, 1e-3, 1e-3])  # head
-    seen.clear()
+    rates.clear()
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base), seed=0)
-    assert [lrs[0] for lrs in seen[2:]] == pytest.approx([1e-4] * 4)
+    assert [lrs[0] for lrs in rates[2:]] == pytest.approx([1e-4] * 4)
     with pytest.raises(ValueError, match="lr_warmup"):
         FineTuneRecipe(lr_warmup=1.5)
 
@@ -176,16 +175,15 @@ def test_cosine_lr_decay_follows_the_half_cosine_over_the_full_steps(data, rates
     """lr_decay = "cosine" over 4 full steps: factors (1 + cos(pi k / 4)) / 2 for k = 0..3, for the encoder and the
     head alike; combined with lr_warmup the two factors multiply; the head warm-up keeps head_lr."""
     (x, y), val, _ = data
-    seen = rates
     base = dict(SIX_STEPS, lr_decay="cosine")
     cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base), seed=0)
-    assert seen[:2] == [[1e-2], [1e-2]]
-    assert [lrs[0] for lrs in seen[2:]] == pytest.approx([1e-4 * c for c in cosine])
-    assert [lrs[1] for lrs in seen[2:]] == pytest.approx([1e-3 * c for c in cosine])
-    seen.clear()
+    assert rates[:2] == [[1e-2], [1e-2]]
+    assert [lrs[0] for lrs in rates[2:]] == pytest.approx([1e-4 * c for c in cosine])
+    assert [lrs[1] for lrs in rates[2:]] == pytest.approx([1e-3 * c for c in cosine])
+    rates.clear()
     fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**base, lr_warmup=0.5), seed=0)
-    assert [lrs[1] for lrs in seen[2:]] == pytest.approx([1e-3 * r * c for r, c in zip([0.5, 1, 1, 1], cosine)])
+    assert [lrs[1] for lrs in rates[2:]] == pytest.approx([1e-3 * r * c for r, c in zip([0.5, 1, 1, 1], cosine)])
     with pytest.raises(ValueError, match="lr_decay"):
         FineTuneRecipe(lr_decay="step")
 
