@@ -2,7 +2,7 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--profile recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke]
+                                          [--profile recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke]
                                           [--subset TRAIN VAL] [--inits INIT ...] [--out FILE.json]
 
 Per dataset:
@@ -16,7 +16,7 @@ Per dataset:
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
    augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. Profiles
-   with a ``recipe`` ("recipe_v5", "recipe_v4", "recipe_v2", "recipe", "quick") fine-tune by the library's recipe
+   with a ``recipe`` ("recipe_v6", "recipe_v5", "recipe_v4", "recipe_v2", "recipe", "quick") fine-tune by the library's recipe
    (``medssl3d.evaluation.fine_tune_with_recipe``, docs/finetuning_recipe.md: a step budget with a floor, a
    linear-probe warm-up, a minimum batch, class-balanced draws when skewed, a grid and checkpoint chosen on
    VALIDATION, the same for every init). The older profiles: "full" uses fixed epochs and no validation; "long"
@@ -45,8 +45,8 @@ Settings for 28-pixel images (why):
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
 every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v4" is the protocol of
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps, cosine decay, the
-final checkpoint kept unless clearly beaten on validation); "recipe_v5" the same with the 3D encoder pretrained by
-rotation prediction (1,000 x 32 volumes); "recipe_v2" the version before it (constant rates, the
+final checkpoint kept unless clearly beaten on validation); "recipe_v6" and "recipe_v5" the same with the 3D
+encoder pretrained by rotation prediction (3,000 and 1,000 x 32 volumes); "recipe_v2" the version before it (constant rates, the
 best validation candidate); "recipe" its first version (4 epochs; the same budget below about 200 labelled
 images); "quick" (``--quick``) is "recipe_v4" with
 one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
