@@ -47,7 +47,8 @@ every setting of a run lives there, see ``benchmarks/profiles/README.md``): "rec
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps, cosine decay, the
 final checkpoint kept unless clearly beaten on validation); "recipe_v2" the version before it (constant rates, the
 best validation candidate); "recipe_v6" and "recipe_v5" are "recipe_v4" with the 3D encoder pretrained by rotation
-prediction (3,000 and 1,000 x 32 volumes); "recipe" its first version (4 epochs; the same budget below about 200 labelled
+prediction (3,000 and 1,000 x 32 volumes; "recipe_v7" and "recipe_v7_batch64", 6,000 x 32 and 3,000 x 64,
+were compared and not adopted); "recipe" its first version (4 epochs; the same budget below about 200 labelled
 images); "quick" (``--quick``) is "recipe_v4" with
 one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
 "recipe_v3" is "recipe_v2" after 5x longer SimCLR pretraining (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
