@@ -38,7 +38,8 @@ Settings for 28-pixel images (why):
 * Models Genesis: published probabilities; local pixel shuffling windows scaled to the image (the published
   10,000 windows are for 64x64x32 = 131k voxels; here ``10000 * voxels / 131072``, at least 50); window
   sides 1-2 px (``dim // 10``), painting boxes as published (sides dim/6..dim/3, 3 px border).
-* Rotation prediction: 4 classes in 2D, 10 in 3D, on the whole (square/cubic) image.
+* Rotation prediction: 4 classes in 2D, 10 in 3D, on the whole (square/cubic) image after a random 80-100 % crop
+  resized back (profile key ``rotation_rescale: false``: on the image as it is).
 * Fine-tuning augmentation: a random element per sample of ``SymmetryGroup`` (2D: left-right flips; 3D: flips
   of every axis, or the cube's 48 symmetries for the shape profiles).
 
@@ -172,7 +173,8 @@ def _check_table(path: Path, key: str, table, value_ok, wanted: str, keys_ok=Non
             _fail(path, f"'{key}' at {k!r} is {v!r}; it must be {wanted}.")
 
 
-OPTIONAL_KEYS = {"datasets"}  # any profile: the datasets run when --datasets is not given
+# any profile: the datasets run when --datasets is not given; whether the rotation pretext rescales (default true)
+OPTIONAL_KEYS = {"datasets", "rotation_rescale"}
 DATASETS = ("pneumoniamnist", "adrenalmnist3d")  # without 'datasets'
 
 
@@ -195,6 +197,8 @@ def load_profile(name_or_path: str | Path) -> dict:
     if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) and d for d in datasets)):
         _fail(path, f"'datasets' must be a non-empty list of dataset names (e.g. {list(DATASETS)}); "
               f"got {datasets!r}.")
+    if not isinstance(profile.get("rotation_rescale", True), bool):
+        _fail(path, f"'rotation_rescale' must be true or false; got {profile['rotation_rescale']!r}.")
     if "recipe" in profile:  # the library's fine-tuning recipe (medssl3d.evaluation.recipe)
         return _load_recipe_profile(path, profile)
     length = [k for k in ("epochs", "finetune_samples") if k in profile]
@@ -290,8 +294,11 @@ def view_chain(dims: int, size: int, views_3d: str = "ct") -> Compose:
     raise ValueError(f"label_efficiency: views_3d must be 'ct' or 'shape', got {views_3d!r}.")
 
 
-def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct") -> Compose:
-    """The MONAI chain turning ``{"image": (1, *spatial)}`` into what ``method`` learns from."""
+def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct",
+                      rotation_rescale: bool = True) -> Compose:
+    """The MONAI chain turning ``{"image": (1, *spatial)}`` into what ``method`` learns from; ``rotation_rescale``:
+    whether rotation prediction sees a random 80-100 % crop resized to ``size`` (false: the image as it is, so an
+    object's size stays what it is, as in the ``shape`` views)."""
     voxels = size**dims
     genesis = RandGenesisCorruptiond(keys="image", target_key="target",
                                      num_windows=max(50, round(10000 * voxels / (64 * 64 * 32))))
@@ -300,6 +307,8 @@ def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct") -
         return Compose([genesis])
     if method in ("simclr", "dcl", "vicreg", "simsiam"):
         return Compose([views])
+    if method == "rotation" and not rotation_rescale:
+        return Compose([RandRotationPredictiond("image", spatial_dims=dims)])
     if method == "rotation":  # light crop + resize so the rotation is not read off the image border alone
         return Compose([RandScaleCropd("image", roi_scale=0.8, max_roi_scale=1.0, random_size=True),
                         Resized("image", (size,) * dims, mode="bilinear" if dims == 2 else "trilinear"),
@@ -326,7 +335,7 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
     min_input = 16 if encoder.feature_strides[-1] > size else None
     ssl = build_ssl(method, encoder, min_input)
-    transform = pretext_transform(method, dims, size, profile["views_3d"])
+    transform = pretext_transform(method, dims, size, profile["views_3d"], profile.get("rotation_rescale", True))
     transform.set_random_state(seed=0)
     dataset = Dataset([{"image": image} for image in images], transform=transform)
     batch = min(profile["pretrain_batch"][dims], len(images))
@@ -357,6 +366,8 @@ def pretraining_settings(method: str, images: np.ndarray, profile: dict, device:
                 "images": list(images.shape), "images_sha1": hashlib.sha1(images.tobytes()).hexdigest()}
     if dims == 3 and method in VIEW_METHODS:
         settings["views_3d"] = profile["views_3d"]
+    if method == "rotation" and not profile.get("rotation_rescale", True):
+        settings["rotation_rescale"] = False
     return settings
 
 

@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -109,3 +110,28 @@ def test_a_recipe_profile_names_its_default_datasets(module, tmp_path, datasets,
     with pytest.raises(InputError, match="profile mine.yaml: ") as error:
         module.load_profile(tmp_path / "mine.yaml")
     assert message in str(error.value)
+
+
+def test_rotation_rescale_false_keeps_the_object_size_and_is_stamped(tmp_path):
+    """``rotation_rescale: false``: the rotation pretext rotates the volume as it is (a mask keeps its voxel count);
+    the default crops 80-100 % and resizes, which changes it. Only the non-default value enters the pretraining stamp,
+    so exports of profiles without the key stay reusable; a non-boolean value is one error naming the key."""
+    module = load_benchmark("label_efficiency")
+    mask = np.zeros((1, 16, 16, 16), dtype=np.float32)
+    mask[0, 3:11, 4:13, 5:9] = 1.0  # an off-centre box of 288 voxels
+    counts = {}
+    for rescale in (False, True):
+        transform = module.pretext_transform("rotation", 3, 16, "shape", rotation_rescale=rescale)
+        transform.set_random_state(seed=3)
+        counts[rescale] = [float(transform({"image": mask})["image"].sum()) for _ in range(8)]
+    assert counts[False] == [288.0] * 8
+    assert any(abs(count - 288.0) > 1 for count in counts[True])
+    images = np.zeros((4, 1, 16, 16, 16), dtype=np.float32)
+    profile = module.load_profile("recipe_v6")
+    assert "rotation_rescale" not in module.pretraining_settings("rotation", images, profile, "cpu")
+    rigid = module.pretraining_settings("rotation", images, {**profile, "rotation_rescale": False}, "cpu")
+    assert rigid["rotation_rescale"] is False
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**yaml.safe_load(
+        (BENCHMARKS / "profiles" / "recipe_v6.yaml").read_text()), "rotation_rescale": "no"}))
+    with pytest.raises(InputError, match="mine.yaml.*'rotation_rescale' must be true or false"):
+        module.load_profile(tmp_path / "mine.yaml")
