@@ -307,12 +307,10 @@ def pretext_transform(method: str, dims: int, size: int, views_3d: str = "ct",
         return Compose([genesis])
     if method in ("simclr", "dcl", "vicreg", "simsiam"):
         return Compose([views])
-    if method == "rotation" and not rotation_rescale:
-        return Compose([RandRotationPredictiond("image", spatial_dims=dims)])
     if method == "rotation":  # light crop + resize so the rotation is not read off the image border alone
-        return Compose([RandScaleCropd("image", roi_scale=0.8, max_roi_scale=1.0, random_size=True),
-                        Resized("image", (size,) * dims, mode="bilinear" if dims == 2 else "trilinear"),
-                        RandRotationPredictiond("image", spatial_dims=dims)])
+        rescale = [RandScaleCropd("image", roi_scale=0.8, max_roi_scale=1.0, random_size=True),
+                   Resized("image", (size,) * dims, mode="bilinear" if dims == 2 else "trilinear")]
+        return Compose([*(rescale if rotation_rescale else []), RandRotationPredictiond("image", spatial_dims=dims)])
     if method == "multitask":  # views from the original image first, then the corruption overwrites "image"
         return Compose([views, genesis])
     raise ValueError(f"label_efficiency: no pretext transform for method {method!r}.")

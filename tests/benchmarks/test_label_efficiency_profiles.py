@@ -112,11 +112,10 @@ def test_a_recipe_profile_names_its_default_datasets(module, tmp_path, datasets,
     assert message in str(error.value)
 
 
-def test_rotation_rescale_false_keeps_the_object_size_and_is_stamped(tmp_path):
+def test_rotation_rescale_false_keeps_the_object_size_and_is_stamped(module, tmp_path):
     """``rotation_rescale: false``: the rotation pretext rotates the volume as it is (a mask keeps its voxel count);
     the default crops 80-100 % and resizes, which changes it. Only the non-default value enters the pretraining stamp,
     so exports of profiles without the key stay reusable; a non-boolean value is one error naming the key."""
-    module = load_benchmark("label_efficiency")
     mask = np.zeros((1, 16, 16, 16), dtype=np.float32)
     mask[0, 3:11, 4:13, 5:9] = 1.0  # an off-centre box of 288 voxels
     counts = {}
