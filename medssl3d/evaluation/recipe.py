@@ -7,6 +7,8 @@
   max_steps)``. An epoch count starves small sets (one epoch of 550 images at batch 32 is 17 steps; a scratch
   ResNet then learns little more than the class prior), an epoch count that suits small sets wastes time on
   large ones; the floor gives every run enough updates and the validation checkpoint stops what overfits.
+  Optionally (``max_epochs``) the floor gives way to a cap on passes over the labelled set, ``steps <=
+  ceil(max_epochs * n / batch)``: a floor long enough for a hundred labels is hundreds of passes over ten.
 * **Linear-probe warm-up, then full fine-tuning (LP-FT, Kumar et al., ICLR 2022).** The first
   ``head_warmup`` of the steps train only the head on the frozen encoder (in eval mode: BatchNorm keeps its
   running statistics), at ``head_lr``; then everything trains. A randomly initialised head sends large,
@@ -68,7 +70,8 @@ class FineTuneRecipe:
     ``lr``: AdamW learning rate of the head in full fine-tuning (the encoder's is ``lr * encoder_lr_factor``);
     ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
     ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
-    eval mode); ``threads``: torch threads during the run (``None``: leave as is); ``lr_warmup``: the learning
+    eval mode); ``max_epochs``: if set, the step budget is at most this many passes over the labelled set (it
+    then overrides ``min_steps``); ``threads``: torch threads during the run (``None``: leave as is); ``lr_warmup``: the learning
     rates of full fine-tuning rise linearly over this fraction of its steps (``k / ramp`` at its k-th step), then
     stay constant; 0 (the default) keeps them constant throughout (docs/finetuning_recipe.md says why it is off);
     ``lr_decay``: ``"none"`` keeps the rates of full fine-tuning constant, ``"cosine"`` multiplies them by
@@ -89,6 +92,7 @@ class FineTuneRecipe:
     epochs: float = 16.0
     min_steps: int = 300
     max_steps: int = 1200
+    max_epochs: float | None = None
     head_warmup: float = 0.2
     lr_warmup: float = 0.0
     lr_decay: str = "cosine"
@@ -109,6 +113,8 @@ class FineTuneRecipe:
             problems.append("batch_size and min_batch must be >= 1")
         if not (self.epochs > 0 and 1 <= self.min_steps <= self.max_steps):
             problems.append("epochs must be > 0 and 1 <= min_steps <= max_steps")
+        if self.max_epochs is not None and not self.max_epochs >= self.epochs:
+            problems.append("max_epochs must be None or >= epochs")
         if not 0 <= self.head_warmup < 1:
             problems.append("head_warmup must lie in [0, 1)")
         if not 0 <= self.lr_warmup <= 1:
@@ -166,12 +172,14 @@ class RecipeResult:
 
 def recipe_steps(recipe: FineTuneRecipe, n_labels: int) -> tuple[int, int, int]:
     """``(total steps, warm-up steps, batch)`` for ``n_labels`` labelled samples: ``batch = max(min_batch,
-    min(batch_size, n))``, ``total = clip(ceil(epochs * n / batch), min_steps, max_steps)``, warm-up
-    ``round(head_warmup * total)``."""
+    min(batch_size, n))``, ``total = clip(ceil(epochs * n / batch), min_steps, max_steps)``, then at most
+    ``ceil(max_epochs * n / batch)`` when ``max_epochs`` is set; warm-up ``round(head_warmup * total)``."""
     if n_labels < 1:
         raise ValueError(f"recipe_steps: need at least one labelled sample, got {n_labels}.")
     batch = max(recipe.min_batch, min(recipe.batch_size, n_labels))
     total = min(recipe.max_steps, max(recipe.min_steps, math.ceil(recipe.epochs * n_labels / batch)))
+    if recipe.max_epochs is not None:
+        total = min(total, math.ceil(recipe.max_epochs * n_labels / batch))
     return total, round(recipe.head_warmup * total), batch
 
 

@@ -49,7 +49,7 @@ def test_every_phase_of_the_profile_is_timed_and_counted(estimate):
 
 def test_finetune_batches_follow_fine_tune_classifier():
     module = load_benchmark("label_efficiency")
-    profile = {**module.load_profile("full")}  # batch 64, no class balancing
+    profile = {**module.load_profile("long"), "finetune_batch": 64, "class_balanced": False}
     assert module.finetune_batches(profile, [0] * 130) == [64, 64, 2]
     assert module.finetune_batches(profile, [0] * 129) == [64, 65]  # a last batch of one is merged
     assert module.finetune_batches(profile, [0] * 47) == [47]

@@ -52,7 +52,10 @@ def test_recorded_runs_used_exactly_the_profile_files(module, path):
 
 
 def _write(tmp_path: Path, **changes) -> Path:
-    profile = yaml.safe_load((BENCHMARKS / "profiles" / "full.yaml").read_text())
+    """A profile of one's own with fixed fine-tuning epochs (the smoke profile's settings otherwise), changed."""
+    profile = yaml.safe_load((BENCHMARKS / "profiles" / "smoke.yaml").read_text())
+    del profile["finetune_samples"]
+    profile["epochs"] = {0.01: 20, 0.1: 3, 1.0: 1}
     for key, value in changes.items():
         if value is None:
             profile.pop(key)

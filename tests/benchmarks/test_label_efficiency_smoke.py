@@ -88,7 +88,8 @@ def test_sample_budget_becomes_the_fewest_epochs_covering_it():
         epochs = module.epochs_for(medium, fraction, dims, n)
         budget = medium["finetune_samples"][dims][fraction]
         assert epochs * n >= budget and (epochs == 1 or (epochs - 1) * n < budget)
-    assert module.epochs_for(module.load_profile("full"), 0.1, 3, 119) == 40  # epoch-based profiles unchanged
+    fixed = {**{k: v for k, v in medium.items() if k != "finetune_samples"}, "epochs": {0.01: 100, 0.1: 40}}
+    assert module.epochs_for(fixed, 0.1, 3, 119) == 40 and module.epochs_for(fixed, 1.0, 3, 1188) == 40
     recipe = module.load_profile("recipe")  # recipe profiles: the step budget's draws in whole epochs
     assert module.epochs_for(recipe, 0.1, 3, 119) == math.ceil(200 * 16 / 119)
 

@@ -59,6 +59,18 @@ def test_step_budget_has_a_floor_a_cap_and_a_minimum_batch():
         FineTuneRecipe(grid=((1.0, "frozen"),))
 
 
+def test_an_epoch_cap_gives_the_floor_way_on_the_smallest_sets():
+    recipe = FineTuneRecipe(batch_size=16, min_batch=16, epochs=16, min_steps=400, max_steps=1200, max_epochs=200)
+    assert recipe_steps(recipe, 12) == (150, 30, 16)  # 400 steps would be 533 passes over 12 labels
+    assert recipe_steps(recipe, 5) == (63, 13, 16)
+    assert recipe_steps(recipe, 119) == (400, 80, 16)  # 200 passes would be 1,488 steps: the floor holds
+    assert recipe_steps(recipe, 1188)[0] == 1188 and recipe_steps(recipe, 100_000)[0] == 1200
+    uncapped = FineTuneRecipe(batch_size=16, min_batch=16, epochs=16, min_steps=400, max_steps=1200)
+    assert uncapped.max_epochs is None and recipe_steps(uncapped, 12)[0] == 400
+    with pytest.raises(ValueError, match="max_epochs"):
+        FineTuneRecipe(epochs=16, max_epochs=8)
+
+
 def test_batches_repeat_small_sets_and_balance_skewed_classes():
     labels = np.array([0] * 18 + [1] * 2)
     assert is_skewed(labels, 0.5) and not is_skewed(np.array([0, 0, 1, 1, 1]), 0.5)
