@@ -16,11 +16,11 @@ Per dataset:
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
    augmentation for every encoder. Metrics (AUC, ACC, weighted F1) on the official TEST split only. Profiles
-   with a ``recipe`` ("recipe_v6", "recipe_v5", "recipe_v4", "recipe_v2", "recipe", "quick") fine-tune by the library's recipe
+   with a ``recipe`` ("full", "quick" and the "recipe*" files) fine-tune by the library's recipe
    (``medssl3d.evaluation.fine_tune_with_recipe``, docs/finetuning_recipe.md: a step budget with a floor, a
    linear-probe warm-up, a minimum batch, class-balanced draws when skewed, a grid and checkpoint chosen on
-   VALIDATION, the same for every init). The older profiles: "full" uses fixed epochs and no validation; "long"
-   and "long_shape" keep the fine-tuning epoch with the best VALIDATION AUC.
+   VALIDATION, the same for every init). The older profiles "long" and "long_shape" keep the fine-tuning epoch
+   with the best VALIDATION AUC.
    "finetune_tta" records evaluate that same fine-tuned model with its softmax averaged over the group of its
    fine-tuning augmentation (``medssl3d.evaluation.SymmetryGroup``: 2 views in 2D, 8 flips or the cube's 48
    symmetries in 3D).
@@ -58,10 +58,12 @@ fraction, class-balanced sampling, the encoder of a pretrained init at
 1000 x 128 and 3D SimCLR and Models
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
 size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
-AdrenalMNIST3D's binary masks; the default "full" profile runs every method for longer (a GPU is used when
-available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the long fine-tuning protocol). Output: a
-JSON with every per-seed record, the settings, the mean ± std summary and the markdown tables; records of datasets
-not run now are kept from an existing ``--out`` file.
+AdrenalMNIST3D's binary masks; the default "full" profile runs every method, ResNet-18 with a stride-1 stem and
+longer pretraining, fine-tuned by recipe_v6's recipe (a GPU is used when available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the long fine-tuning protocol). Output: a
+JSON with every per-seed record, the settings, the mean ± std summary, the markdown tables and the targets
+(among them the sanity bound: scratch fine-tuning at 100 % of the labels within 0.03 AUC of the published
+supervised row, checked for every MedMNIST v2 set in ``BASELINES`` and printed after each dataset); records of
+datasets not run now are kept from an existing ``--out`` file.
 """
 
 from __future__ import annotations

@@ -71,9 +71,10 @@ class FineTuneRecipe:
     ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
     ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
     eval mode); ``max_epochs``: if set, the step budget is at most this many passes over the labelled set (it
-    then overrides ``min_steps``); ``threads``: torch threads during the run (``None``: leave as is); ``lr_warmup``: the learning
-    rates of full fine-tuning rise linearly over this fraction of its steps (``k / ramp`` at its k-th step), then
-    stay constant; 0 (the default) keeps them constant throughout (docs/finetuning_recipe.md says why it is off);
+    then overrides ``min_steps``); ``threads``: torch threads during the run (``None``: leave as is);
+    ``lr_warmup``: the learning rates of full fine-tuning rise linearly over this fraction of its steps (``k /
+    ramp`` at its k-th step), then stay constant; 0 (the default) keeps them constant throughout
+    (docs/finetuning_recipe.md says why it is off);
     ``lr_decay``: ``"none"`` keeps the rates of full fine-tuning constant, ``"cosine"`` multiplies them by
     ``(1 + cos(pi k / K)) / 2`` at its k-th of K steps (SGDR without restarts, Loshchilov & Hutter, ICLR 2017),
     so the last checkpoints are those of a converged run rather than snapshots of a noisy one; ``selection``:

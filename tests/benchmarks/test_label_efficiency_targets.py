@@ -23,7 +23,8 @@ def test_the_sanity_bound_compares_scratch_at_100_percent_with_the_published_row
     summary = [_row("breastmnist", "scratch", "finetune", 1.0, scratch_auc),
                _row("breastmnist", "scratch", "linear", 1.0, 0.95),  # a probe does not count
                _row("breastmnist", "simclr", "finetune", 1.0, 0.95),
-               _row("breastmnist", "scratch", "finetune", 0.1, 0.70), _row("breastmnist", "simclr", "finetune", 0.1, 0.76)]
+               _row("breastmnist", "scratch", "finetune", 0.1, 0.70),
+               _row("breastmnist", "simclr", "finetune", 0.1, 0.76)]
     found = module.targets(summary, "breastmnist")
     bound = found["scratch_at_100pct_vs_published"]
     assert bound["reference"] == "ResNet-18 (28)" and bound["reference_auc"] == 0.901
