@@ -65,7 +65,8 @@ Monitor = Callable[[str, int, float, nn.Module], None]  # (grid entry, step, val
 
 @dataclass(frozen=True)
 class FineTuneRecipe:
-    """Settings of :func:`fine_tune_with_recipe` (see the module docstring for the reasons).
+    """Settings of :func:`fine_tune_with_recipe` (see the module docstring for the reasons). The defaults are the
+    measured recipe, benchmark profile ``recipe_v4`` (and the fine-tuning of ``recipe_v6``).
 
     ``lr``: AdamW learning rate of the head in full fine-tuning (the encoder's is ``lr * encoder_lr_factor``);
     ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
@@ -88,10 +89,10 @@ class FineTuneRecipe:
     lr: float = 1e-3
     head_lr: float = 1e-2
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 16
     min_batch: int = 16
     epochs: float = 16.0
-    min_steps: int = 300
+    min_steps: int = 200
     max_steps: int = 1200
     max_epochs: float | None = None
     head_warmup: float = 0.2

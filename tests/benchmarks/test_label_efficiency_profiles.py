@@ -137,3 +137,12 @@ def test_rotation_rescale_false_keeps_the_object_size_and_is_stamped(module, tmp
         (BENCHMARKS / "profiles" / "recipe_v6.yaml").read_text()), "rotation_rescale": "no"}))
     with pytest.raises(InputError, match="mine.yaml.*'rotation_rescale' must be true or false"):
         module.load_profile(tmp_path / "mine.yaml")
+
+
+def test_the_library_defaults_are_the_measured_recipe(module):
+    """``medssl3d evaluate --finetune`` (FineTuneRecipe's defaults) fine-tunes exactly as the benchmark's recipe_v4 and
+    the current profile recipe_v6 do, and the default profile 'full' shares that recipe."""
+    from medssl3d.evaluation import FineTuneRecipe
+
+    for name in ("recipe_v4", "recipe_v6", "full"):
+        assert FineTuneRecipe.from_dict(module.load_profile(name)["recipe"]) == FineTuneRecipe(), name
