@@ -65,6 +65,16 @@ def test_separable_classes_are_learned_by_the_probes(smoke):
     assert np.mean([r["auc"] for r in full]) > 0.9
 
 
+def test_every_run_reports_its_sanity_bound(smoke):
+    module, _, written = smoke
+    for dataset, published in (("pneumoniamnist", 0.944), ("adrenalmnist3d", 0.827)):
+        bound = written["targets"][dataset]["scratch_at_100pct_vs_published"]
+        scratch = next(r for r in written["summary"] if r["dataset"] == dataset and r["init"] == "scratch"
+                       and r["eval"] == "finetune" and r["fraction"] == 1.0)
+        assert bound["reference_auc"] == published and bound["auc"] == scratch["auc_mean"]
+        assert bound["met"] is (scratch["auc_mean"] >= published - module.SANITY_MARGIN)
+
+
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     module = load_benchmark("label_efficiency")
     with pytest.raises(SystemExit, match="not found; --data-dir must hold"):
