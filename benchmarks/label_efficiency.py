@@ -59,11 +59,12 @@ fraction, class-balanced sampling, the encoder of a pretrained init at
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
 size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
 AdrenalMNIST3D's binary masks; the default "full" profile runs every method, ResNet-18 with a stride-1 stem and
-longer pretraining, fine-tuned by recipe_v6's recipe (a GPU is used when available); "smoke" (``--smoke-size``) is for the tests (1-2 iterations, the long fine-tuning protocol). Output: a
-JSON with every per-seed record, the settings, the mean ± std summary, the markdown tables and the targets
-(among them the sanity bound: scratch fine-tuning at 100 % of the labels within 0.03 AUC of the published
-supervised row, checked for every MedMNIST v2 set in ``BASELINES`` and printed after each dataset); records of
-datasets not run now are kept from an existing ``--out`` file.
+longer pretraining, fine-tuned by recipe_v6's recipe (a GPU is used when available); "smoke" (``--smoke-size``) is
+for the tests (1-2 iterations, the long fine-tuning protocol). Output: a JSON with every per-seed record, the
+settings, the mean ± std summary, the markdown tables and the targets (among them the sanity bound: scratch
+fine-tuning at 100 % of the labels within 0.03 AUC of the published supervised row, checked for every MedMNIST v2
+set in ``BASELINES`` and printed after each dataset); records of datasets not run now are kept from an existing
+``--out`` file.
 """
 
 from __future__ import annotations
@@ -139,10 +140,9 @@ EVALUATIONS = {"knn": "kNN (k=200)", "linear": "linear probe", "finetune": "fine
 FRACTIONS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
 
-# Published supervised baselines, 100 % labels, official test split (MedMNIST v2, Yang et al. 2023).
-# MedMNIST v2 (Yang et al., Scientific Data 2023), supervised on 100 % of the labels, test (AUC, ACC). The first
-# row of a dataset is the sanity bound's reference: ResNet-18 at 28 px, or for 3D ResNet-18+3D where it is listed
-# here (the 3D sets without it have ResNet-50+3D, the figure this file could check against copies of the table).
+# Published supervised baselines (AUC, ACC), 100 % of the labels, official test split: MedMNIST v2 (Yang et al.,
+# Scientific Data 2023); the single-label sets (ChestMNIST is multi-label). A dataset's first row is the sanity
+# bound's reference: ResNet-18 (28) in 2D; in 3D ResNet-18+3D, or ResNet-50+3D where only that row is listed.
 BASELINES = {
     "pathmnist": [("ResNet-18 (28)", 0.983, 0.907), ("ResNet-50 (28)", 0.990, 0.911)],
     "dermamnist": [("ResNet-18 (28)", 0.917, 0.735), ("ResNet-50 (28)", 0.913, 0.735)],
