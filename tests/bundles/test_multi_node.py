@@ -13,12 +13,15 @@ rendezvous (gloo), as on a cluster where each node runs the same command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import load_checkpoint, load_encoder_export
 from medssl3d.prep.medmnist import convert_medmnist
-from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _free_port, _scalars, _single_process_metric
+from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _scalars, _single_process_metric
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TIMEOUT_S = 240
@@ -40,34 +43,57 @@ def _two_nodes(bundle: str, settings: dict) -> None:
     configs = str([str(BUNDLES / bundle / "configs" / n) for n in ("train.yaml", "multi_gpu_train.yaml")])
     # The rendezvous store lives in this process, which outlives both nodes: when one node's agent hosts it
     # (torchrun's default), the other can fail its own shutdown with RendezvousConnectionError after training
-    # finished, because the host exited first.
-    port = _free_port()
-    store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    # finished, because the host exited first. Port 0: the system picks one nothing else holds (a port found free
+    # and bound later can be taken in between by a parallel test's connection).
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    port = store.port
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", bundle,
                "--rdzv_conf", "is_host=false", "-m", "monai.bundle", "run", "--config_file", configs]
     for key, value in settings.items():
         command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # PYTHONFAULTHANDLER: the worker of a node still running at the deadline prints where each of its threads
+    # stands on SIGABRT, before the node is killed.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
     # Each node writes to a file, not a pipe: waiting on one node while the other fills its unread pipe
     # (64 KB of logs) would block that node and, through the collectives, both.
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(2)]
     nodes = [subprocess.Popen(command, env=env, text=True, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    deadline = time.monotonic() + TIMEOUT_S
     try:
         for node in nodes:
-            node.wait(timeout=TIMEOUT_S)
+            node.wait(timeout=max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        pass  # reported below, with where each node stood
     finally:
+        late = [node for node in nodes if node.poll() is None]
+        workers = [pid for node in late for pid in _children(node.pid)]  # torchrun starts each in its own session
+        for signum, pids in ((signal.SIGABRT, workers), (signal.SIGKILL, workers + [n.pid for n in late])):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+            time.sleep(5 if pids and signum == signal.SIGABRT else 0)
         for node in nodes:
-            if node.poll() is None:
-                node.kill()
+            node.wait()
         del store
         outputs = []
         for log in logs:
             log.seek(0)
             outputs.append(log.read())
             log.close()
-    for node, output in zip(nodes, outputs):
-        assert node.returncode == 0, output[-4000:]
+    assert not late and all(node.returncode == 0 for node in nodes), "\n".join(
+        f"--- node {i}: {'still running after ' + str(TIMEOUT_S) + ' s' if node in late else node.returncode}; "
+        f"its last lines:\n{output[-3000:]}" for i, (node, output) in enumerate(zip(nodes, outputs)))
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from ``/proc`` (none where there is no ``/proc``)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
 
 
 def _losses(events: Path) -> dict[int, float]:
