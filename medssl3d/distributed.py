@@ -29,29 +29,32 @@ def is_main_process() -> bool:
     return rank_and_world_size()[0] == 0
 
 
-def end_distributed_run() -> None:
-    """Leave the default process group at the end of a run that succeeded; in a bundle run
-    (``python -m monai.bundle run``, as ``torchrun`` starts each rank) end the process there, exit status 0.
+def end_distributed_run(exit_process: bool | None = None) -> None:
+    """Leave the default process group at the end of a run that succeeded and, in a bundle run, end the process
+    there with exit status 0.
+
+    Args:
+        exit_process: end the process after leaving the group; ``None`` (default) does so in a bundle run only
+            (``python -m monai.bundle run``, as ``torchrun`` starts each rank: its ``finalize`` is the last thing
+            it runs), so that a program of one's own goes on.
 
     ``torch.distributed.destroy_process_group`` and a normal interpreter shutdown are not enough on CPU: with the
     gloo backend a rank that shuts its interpreter down soon after its last collective ends, now and then, with
     "terminate called without an active exception" (SIGABRT): gloo's threads still hold tensors whose release
     needs the interpreter (pytorch/pytorch#190489). torchrun then reports the rank as failed although its work is
-    done and written, and with several nodes the other agents wait out torchrun's 300 s exit barrier. On 2 gloo
-    processes ending like a bundle, 60 runs each: 3 such aborts with ``destroy_process_group`` and a normal exit,
-    2 with a barrier before it, 9 with the DDP module freed first, none with ``os._exit`` after flushing the
-    standard streams and logging, which is what this does. What a bundle writes is on disk by then (checkpoints
-    and exports are written synchronously; MONAI's TensorBoard handlers and :class:`~medssl3d.engine.TrainingMonitor`
-    flush their events).
-
-    Only a bundle run ends here (its ``finalize`` is the last thing it runs); called from a program of one's own,
-    this leaves the group and returns. It does nothing without a process group.
+    done and written, and with several nodes the other agents wait out torchrun's 300 s exit barrier.
+    ``benchmarks/distributed_exit.py`` counts these aborts by how the ranks end. Ending the process with
+    ``os._exit`` after flushing the standard streams and logging skips the shutdown that aborts. What a bundle
+    writes is on disk by then: checkpoints and exports are written synchronously, MONAI's TensorBoard handlers
+    and :class:`~medssl3d.engine.TrainingMonitor` flush their events. Does nothing without a process group.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
     dist.destroy_process_group()
-    main = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if main is not None and main.name == "monai.bundle.__main__":
+    if exit_process is None:
+        main = getattr(sys.modules.get("__main__"), "__spec__", None)
+        exit_process = main is not None and main.name == "monai.bundle.__main__"
+    if exit_process:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -82,13 +81,6 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, **{name: root / name for name in ("ct", "nodules")}}
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on now (a fixed port may be taken on a user's machine or by a parallel test)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _configs(bundle: str, *names: str) -> list[str]:
     return [str(ROOT / "bundles" / bundle / "configs" / name) for name in names]
 
@@ -101,7 +93,7 @@ def runs(data):
         out = data["root"] / f"out_{bundle}"
         settings = {**COMMON, **overrides}
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                   "--master_port", str(_free_port()), "-m", "monai.bundle", "run", "--config_file",
+                   "--standalone", "-m", "monai.bundle", "run", "--config_file",
                    str(_configs(bundle, "train.yaml", "multi_gpu_train.yaml")), "--dataset_dir", str(data[folder]),
                    "--output_dir", str(out)]
         for key, value in settings.items():

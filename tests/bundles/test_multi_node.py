@@ -52,8 +52,8 @@ def _two_nodes(bundle: str, settings: dict) -> None:
                "--rdzv_conf", "is_host=false", "-m", "monai.bundle", "run", "--config_file", configs]
     for key, value in settings.items():
         command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    # PYTHONFAULTHANDLER: the worker of a node still running at the deadline prints where each of its threads
-    # stands on SIGABRT, before the node is killed.
+    # PYTHONFAULTHANDLER: on SIGABRT, the worker of a node still running at the deadline prints where each of its
+    # threads stands, before the node is killed.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
     # Each node writes to a file, not a pipe: waiting on one node while the other fills its unread pipe
     # (64 KB of logs) would block that node and, through the collectives, both.
@@ -67,12 +67,11 @@ def _two_nodes(bundle: str, settings: dict) -> None:
         pass  # reported below, with where each node stood
     finally:
         late = [node for node in nodes if node.poll() is None]
-        workers = [pid for node in late for pid in _children(node.pid)]  # torchrun starts each in its own session
-        for signum, pids in ((signal.SIGABRT, workers), (signal.SIGKILL, workers + [n.pid for n in late])):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signum)
-            time.sleep(5 if pids and signum == signal.SIGABRT else 0)
+        if late:  # torchrun starts each worker in a session of its own: signal the workers, then the agents
+            workers = [pid for node in late for pid in _children(node.pid)]
+            _signal(workers, signal.SIGABRT)
+            time.sleep(5)
+            _signal(workers + [node.pid for node in late], signal.SIGKILL)
         for node in nodes:
             node.wait()
         del store
@@ -84,6 +83,12 @@ def _two_nodes(bundle: str, settings: dict) -> None:
     assert not late and all(node.returncode == 0 for node in nodes), "\n".join(
         f"--- node {i}: {'still running after ' + str(TIMEOUT_S) + ' s' if node in late else node.returncode}; "
         f"its last lines:\n{output[-3000:]}" for i, (node, output) in enumerate(zip(nodes, outputs)))
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signum)
 
 
 def _children(pid: int) -> list[int]:
