@@ -32,10 +32,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from medssl3d.data.synthetic import synthesize_cohort
 from medssl3d.engine import load_checkpoint, load_encoder_export
 from medssl3d.prep.medmnist import convert_medmnist
+from tests.benchmarks._scripts import load_benchmark
 from tests.bundles.test_multi_gpu_downstream import _fake_medmnist, _scalars, _single_process_metric
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TIMEOUT_S = 240
+_descendants = load_benchmark("load_memory")._children  # the process tree, from /proc
 
 
 def _two_nodes(bundle: str, settings: dict) -> None:
@@ -68,7 +70,7 @@ def _two_nodes(bundle: str, settings: dict) -> None:
     finally:
         late = [node for node in nodes if node.poll() is None]
         if late:  # torchrun starts each worker in a session of its own: signal the workers, then the agents
-            workers = [pid for node in late for pid in _children(node.pid)]
+            workers = [pid for node in late for pid in _descendants(node.pid)]
             _signal(workers, signal.SIGABRT)
             time.sleep(5)
             _signal(workers + [node.pid for node in late], signal.SIGKILL)
@@ -89,16 +91,6 @@ def _signal(pids: list[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):  # ended meanwhile
             os.kill(pid, signum)
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``, from ``/proc`` (none where there is no ``/proc``)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):  # a process that ended meanwhile
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
-    return children
 
 
 def _losses(events: Path) -> dict[int, float]:
