@@ -3,15 +3,15 @@ random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
                                           [--profile recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke]
-                                          [--subset TRAIN VAL] [--inits INIT ...] [--out FILE.json]
+                                          [--subset TRAIN VAL] [--inits INIT ...] [--init-seed N] [--out FILE.json]
 
 Per dataset:
 
 1. Pretraining on the training images WITHOUT labels, library only: ``medssl3d.networks.build_encoder``,
    ``medssl3d.methods.build_method`` / ``build_multitask``, the pretext transforms of ``medssl3d.transforms``
    in a MONAI ``Dataset`` over in-memory dicts, and ``medssl3d.engine.build_trainer`` (which writes the
-   encoder export ``encoder.pt``). One pretraining run (seed 0) per method.
-2. "scratch": the same network randomly initialised (seed 0) and exported, evaluated the same way.
+   encoder export ``encoder.pt``). One pretraining run per method, seeded with ``--init-seed`` (default 0).
+2. "scratch": the same network randomly initialised (``--init-seed``) and exported, evaluated the same way.
 3. For each encoder, seed (0, 1, 2) and label fraction (``nested_label_fractions``, stratified and nested,
    drawn per seed): kNN (k = 200, weighted votes) and a linear probe on frozen pooled features, and full
    fine-tuning of ``build_classifier(pretrained_encoder=export)`` with the same budget, learning rate and
@@ -346,19 +346,20 @@ def build_ssl(method: str, encoder, min_input_size: int | None):
 
 
 def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str,
-             handlers=()) -> tuple[Path, float]:
+             handlers=(), seed: int = 0) -> tuple[Path, float]:
     """Pretrain ``method`` on ``images`` (N, 1, *spatial) without labels; return (encoder export, seconds).
-    ``handlers``: further trainer handlers (the runtime estimate's clock)."""
+    ``handlers``: further trainer handlers (the runtime estimate's clock); ``seed``: the weights' initialisation,
+    the pretext transforms' draws and the batch order (``--init-seed``)."""
     dims, size = images.ndim - 2, images.shape[-1]
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
     min_input = 16 if encoder.feature_strides[-1] > size else None
     ssl = build_ssl(method, encoder, min_input)
     transform = pretext_transform(method, dims, size, profile["views_3d"], profile.get("rotation_rescale", True))
-    transform.set_random_state(seed=0)
+    transform.set_random_state(seed=seed)
     dataset = Dataset([{"image": image} for image in images], transform=transform)
     batch = min(profile["pretrain_batch"][dims], len(images))
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                         num_workers=profile["workers"] if device != "cpu" else 0, generator=generator)
     iterations = profile["pretrain_iterations"][dims]
@@ -374,9 +375,10 @@ def pretrain(method: str, images: np.ndarray, profile: dict, out_dir: Path, devi
     return out_dir / "encoder.pt", time.perf_counter() - start
 
 
-def pretraining_settings(method: str, images: np.ndarray, profile: dict, device: str) -> dict:
-    """Everything that decides a pretraining run of ``pretrain`` (seeded with 0 throughout), the training
-    images' SHA-1 included: ``--reuse-exports`` reuses an export only when its stamp holds exactly these."""
+def pretraining_settings(method: str, images: np.ndarray, profile: dict, device: str, seed: int = 0) -> dict:
+    """Everything that decides a pretraining run of ``pretrain``, the training images' SHA-1 included:
+    ``--reuse-exports`` reuses an export only when its stamp holds exactly these. The seed and a false
+    ``rotation_rescale`` enter only when not the default (0, true), so stamps written before they existed match."""
     dims = images.ndim - 2
     settings = {"method": method, "encoder": profile["encoder"], "encoder_kwargs": profile["encoder_kwargs"],
                 "iterations": profile["pretrain_iterations"][dims],
@@ -387,28 +389,30 @@ def pretraining_settings(method: str, images: np.ndarray, profile: dict, device:
         settings["views_3d"] = profile["views_3d"]
     if method == "rotation" and not profile.get("rotation_rescale", True):
         settings["rotation_rescale"] = False
+    if seed:
+        settings["seed"] = seed
     return settings
 
 
 def pretrained_export(method: str, images: np.ndarray, profile: dict, out_dir: Path, device: str,
-                      reuse: bool) -> tuple[Path, float, bool]:
+                      reuse: bool, seed: int = 0) -> tuple[Path, float, bool]:
     """(export, pretraining seconds, reused?): with ``reuse``, the export in ``out_dir`` when its stamp
     ``pretraining.json`` matches ``pretraining_settings`` (the seconds are the stamped ones); else a new
     pretraining, stamped."""
-    settings = pretraining_settings(method, images, profile, device)
+    settings = pretraining_settings(method, images, profile, device, seed)
     stamp, export = out_dir / "pretraining.json", out_dir / "encoder.pt"
     if reuse and stamp.is_file() and export.is_file():
         stamped = json.loads(stamp.read_text())
         if stamped.get("settings") == settings:
             return export, stamped["seconds"], True
-    export, seconds = pretrain(method, images, profile, out_dir, device)
+    export, seconds = pretrain(method, images, profile, out_dir, device, seed=seed)
     write_json_atomic({"settings": settings, "seconds": round(seconds, 1)}, stamp)
     return export, seconds, False
 
 
-def random_init_export(images: np.ndarray, profile: dict, out_dir: Path) -> Path:
-    """The scratch baseline: the same encoder, randomly initialised (seed 0), as an encoder export."""
-    torch.manual_seed(0)
+def random_init_export(images: np.ndarray, profile: dict, out_dir: Path, seed: int = 0) -> Path:
+    """The scratch baseline: the same encoder, randomly initialised (``seed``), as an encoder export."""
+    torch.manual_seed(seed)
     dims = images.ndim - 2
     encoder = build_encoder(profile["encoder"], dims, images.shape[1], **profile["encoder_kwargs"])
     return export_encoder(encoder, out_dir / "encoder.pt", patch_size=[images.shape[-1]] * dims,
@@ -484,8 +488,9 @@ def fine_tune_recipe(export: Path, train: tuple, val: tuple, profile: dict, seed
 
 
 def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fractions, seeds, device: str,
-                     dataset: str) -> list[dict]:
-    """kNN, linear probe and fine-tuning of one encoder export at every fraction and seed; test metrics."""
+                     dataset: str, init_seed: int = 0) -> list[dict]:
+    """kNN, linear probe and fine-tuning of one encoder export at every fraction and seed; test metrics. Records
+    of an export made with a non-default ``--init-seed`` carry it as ``init_seed``."""
     (train_x, train_y), (test_x, test_y) = splits["training"], splits["test"]
     val = splits["validation"]
     num_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -497,8 +502,10 @@ def evaluate_encoder(init: str, export: Path, splits: dict, profile: dict, fract
 
     def record(kind, fraction, seed, n, probs, seconds, **extra):
         metrics = classification_metrics(test_y, probs, num_classes)
-        records.append({"dataset": dataset, "profile": profile["name"], "init": init, "eval": kind, "fraction": fraction, "seed": seed,
-                        "n_labels": int(n), **{m: metrics[m] for m in METRICS}, "seconds": round(seconds, 2), **extra})
+        records.append({"dataset": dataset, "profile": profile["name"], "init": init,
+                        **({"init_seed": init_seed} if init_seed else {}), "eval": kind, "fraction": fraction,
+                        "seed": seed, "n_labels": int(n), **{m: metrics[m] for m in METRICS},
+                        "seconds": round(seconds, 2), **extra})
 
     for seed in seeds:
         for fraction, index in nested_label_fractions(train_y, fractions, seed=seed).items():
@@ -781,7 +788,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--methods", nargs="+",
                         help="pretraining methods to run instead of the profile's (for every dataset of this run)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="label draws and fine-tuning runs, one per seed (default 0 1 2)")
+    parser.add_argument("--init-seed", type=int, default=0,
+                        help="seed of every init before fine-tuning: the scratch weights, and for a pretrained init "
+                        "its pretraining (initial weights, pretext draws, batch order); default 0. Runs with other "
+                        "values measure how much a figure owes to one pretraining run; their records carry it")
     parser.add_argument("--inits", nargs="+",
                         help="evaluate only these inits ('scratch' and/or methods of the run; default all), e.g. to "
                         "split a long run into processes writing separate --out files")
@@ -822,7 +834,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else REPO / "benchmarks" / f"{name}.json"
     run_info = {"profile": profile_name, "settings": profile, "fractions": fractions, "seeds": args.seeds,
                 "command": "python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                "device": device, "torch_threads": torch.get_num_threads(),
+                "init_seed": args.init_seed, "device": device, "torch_threads": torch.get_num_threads(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "cpu": cpu_name()}
     if args.estimate_runtime:
         with tempfile.TemporaryDirectory(prefix="label_efficiency_estimate_") as tmp:
@@ -847,19 +859,21 @@ def main(argv: list[str] | None = None) -> dict:
             if unknown:
                 raise SystemExit(f"label_efficiency: --inits {unknown} are neither 'scratch' nor methods of this run "
                                  f"({list(profile['methods'][dims])}).")
-            exports = {"scratch": random_init_export(train_x, profile, work / dataset / "scratch")}
+            folder = lambda init: work / dataset / (f"{init}_seed{args.init_seed}" if args.init_seed else init)
+            exports = {"scratch": random_init_export(train_x, profile, folder("scratch"), args.init_seed)}
             exports = {k: v for k, v in exports.items() if k in inits}
             pretrain_seconds, reused = {}, []
             for method in [m for m in profile["methods"][dims] if m in inits]:
                 print(f"{dataset}: pretraining {method}", flush=True)
                 exports[method], pretrain_seconds[method], was_reused = pretrained_export(
-                    method, train_x, profile, work / dataset / method, device, args.reuse_exports)
+                    method, train_x, profile, folder(method), device, args.reuse_exports, args.init_seed)
                 reused += [method] * was_reused
                 print(f"{dataset}: {method} {'reused, pretrained earlier' if was_reused else 'pretrained'} in "
                       f"{pretrain_seconds[method]:.0f} s", flush=True)
             records = []
             for init, export in exports.items():
-                records += evaluate_encoder(init, export, splits, profile, fractions, args.seeds, device, dataset)
+                records += evaluate_encoder(init, export, splits, profile, fractions, args.seeds, device, dataset,
+                                            args.init_seed)
             records_done += records
             runs_done[dataset] = {**run_info, "seconds": round(time.perf_counter() - started, 1),
                                   "pretrain_seconds": {k: round(v, 1) for k, v in pretrain_seconds.items()},

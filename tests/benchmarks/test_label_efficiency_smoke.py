@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from medssl3d.encoder_export import read_encoder_export
 
 from ._scripts import load_benchmark
 
@@ -158,6 +161,38 @@ def test_reuse_exports_only_when_the_pretraining_stamp_matches(tmp_path):
     assert list(only["runs"]["pneumoniamnist"]["settings"]["methods"][2]) == ["rotation"]
     with pytest.raises(SystemExit):
         module.main(args + ["--methods", "rubik"])
+
+
+def test_init_seed_gives_another_reproducible_init_in_its_own_folder(tmp_path):
+    """``--init-seed``: every init before fine-tuning (scratch weights; pretraining's initial weights, pretext draws
+    and batch order) comes from that seed. The same seed gives the same encoders again; another seed other ones,
+    in folders of their own (``--reuse-exports`` never takes one seed's export for another's), stamped and
+    recorded; seed 0, the default, is stamped as before the option existed."""
+    module = load_benchmark("label_efficiency")
+    _fake_npz(tmp_path / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=5)
+    work = tmp_path / "work"
+    run = lambda seed, out: module.main(
+        ["--data-dir", str(tmp_path), "--datasets", "pneumoniamnist", "--smoke-size", "--methods", "rotation",
+         "--fractions", "1.0", "--seeds", "0", "--work-dir", str(work), "--reuse-exports", "--init-seed",
+         str(seed), "--out", str(tmp_path / out)])
+    default = run(0, "a.json")
+    weights = {}
+    for seed in (1, 1):  # the second run re-initialises scratch and reuses the stamped pretraining of the first
+        result = run(seed, f"seed{seed}.json")
+        assert result["runs"]["pneumoniamnist"]["init_seed"] == 1
+        assert {r["init_seed"] for r in result["records"]} == {1}
+        for init in ("scratch", "rotation"):
+            state, _ = read_encoder_export(work / "pneumoniamnist" / f"{init}_seed1" / "encoder.pt")
+            weights.setdefault(init, []).append(state)
+    assert result["runs"]["pneumoniamnist"]["reused_exports"] == ["rotation"]
+    for init in ("scratch", "rotation"):
+        first, second = weights[init]
+        assert all(torch.equal(first[k], second[k]) for k in first)
+        seed0, _ = read_encoder_export(work / "pneumoniamnist" / init / "encoder.pt")
+        assert any(not torch.equal(first[k], seed0[k]) for k in first if first[k].is_floating_point())
+    assert "init_seed" not in default["records"][0] and default["runs"]["pneumoniamnist"]["init_seed"] == 0
+    stamp = lambda folder: json.loads((work / "pneumoniamnist" / folder / "pretraining.json").read_text())["settings"]
+    assert "seed" not in stamp("rotation") and stamp("rotation_seed1") == {**stamp("rotation"), "seed": 1}
 
 
 def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_path):
