@@ -2,8 +2,8 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-                                          [--profile recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke]
-                                          [--subset TRAIN VAL] [--inits INIT ...] [--init-seed N] [--out FILE.json]
+        [--profile recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke|FILE.yaml]
+        [--subset TRAIN VAL] [--inits INIT ...] [--init-seed N] [--out FILE.json]
 
 Per dataset:
 
@@ -52,8 +52,8 @@ prediction (3,000 and 1,000 x 32 volumes; "recipe_v7" and "recipe_v7_batch64", 6
 were compared and not adopted); "recipe" its first version (4 epochs; the same budget below about 200 labelled
 images); "quick" (``--quick``) is "recipe_v4" with
 one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
-"recipe_v3" is "recipe_v2" after 5x longer SimCLR pretraining (RESULTS.md); "long" fine-tunes with a budget of training SAMPLES per label
-fraction, class-balanced sampling, the encoder of a pretrained init at
+"recipe_v3" is "recipe_v2" after 5x longer SimCLR pretraining (RESULTS.md); "long" fine-tunes with a budget of
+training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
 1000 x 128 and 3D SimCLR and Models
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
@@ -664,7 +664,8 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
         (train_x, train_y), (test_x, test_y), val_x = splits["training"], splits["test"], splits["validation"][0]
         dims, methods = train_x.ndim - 2, profile["methods"][train_x.ndim - 2]
         runs = (1 + len(methods)) * len(seeds)  # evaluations per fraction: every init (scratch too) and seed
-        grid = len(FineTuneRecipe.from_dict(profile["recipe"]).grid) if "recipe" in profile else 1  # fine-tunings per run
+        # fine-tunings per run
+        grid = len(FineTuneRecipe.from_dict(profile["recipe"]).grid) if "recipe" in profile else 1
         num_classes = int(max(train_y.max(), test_y.max())) + 1
 
         def add(phase: str, unit: str, seconds: tuple[float, float], count: int) -> None:
