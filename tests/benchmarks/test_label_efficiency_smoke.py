@@ -171,23 +171,23 @@ def test_init_seed_gives_another_reproducible_init_in_its_own_folder(tmp_path):
     module = load_benchmark("label_efficiency")
     _fake_npz(tmp_path / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=5)
     work = tmp_path / "work"
-    run = lambda seed, out: module.main(
+    run = lambda seed, out, *reuse: module.main(
         ["--data-dir", str(tmp_path), "--datasets", "pneumoniamnist", "--smoke-size", "--methods", "rotation",
-         "--fractions", "1.0", "--seeds", "0", "--work-dir", str(work), "--reuse-exports", "--init-seed",
-         str(seed), "--out", str(tmp_path / out)])
-    default = run(0, "a.json")
+         "--fractions", "1.0", "--seeds", "0", "--work-dir", str(work), "--init-seed", str(seed),
+         "--out", str(tmp_path / out), *reuse])
+    default = run(0, "seed0.json", "--reuse-exports")
     weights = {}
-    for seed in (1, 1):  # the second run re-initialises scratch and reuses the stamped pretraining of the first
-        result = run(seed, f"seed{seed}.json")
+    for out, reuse in (("first.json", ["--reuse-exports"]), ("again.json", [])):  # the second pretrains anew
+        result = run(1, out, *reuse)
+        assert result["runs"]["pneumoniamnist"]["reused_exports"] == []
         assert result["runs"]["pneumoniamnist"]["init_seed"] == 1
         assert {r["init_seed"] for r in result["records"]} == {1}
         for init in ("scratch", "rotation"):
             state, _ = read_encoder_export(work / "pneumoniamnist" / f"{init}_seed1" / "encoder.pt")
             weights.setdefault(init, []).append(state)
-    assert result["runs"]["pneumoniamnist"]["reused_exports"] == ["rotation"]
     for init in ("scratch", "rotation"):
-        first, second = weights[init]
-        assert all(torch.equal(first[k], second[k]) for k in first)
+        first, again = weights[init]
+        assert all(torch.equal(first[k], again[k]) for k in first)
         seed0, _ = read_encoder_export(work / "pneumoniamnist" / init / "encoder.pt")
         assert any(not torch.equal(first[k], seed0[k]) for k in first if first[k].is_floating_point())
     assert "init_seed" not in default["records"][0] and default["runs"]["pneumoniamnist"]["init_seed"] == 0
