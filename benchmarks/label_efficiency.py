@@ -816,6 +816,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.reuse_exports and not args.work_dir:
         parser.error("--reuse-exports needs --work-dir (the folder holding the exports to reuse)")
+    if not 0 <= args.init_seed < 2**32:
+        parser.error(f"--init-seed must be an integer in [0, 2**32) (a numpy seed); got {args.init_seed}")
     try:
         profile = load_profile(args.profile)
     except InputError as error:

@@ -193,6 +193,9 @@ def test_init_seed_gives_another_reproducible_init_in_its_own_folder(tmp_path):
     assert "init_seed" not in default["records"][0] and default["runs"]["pneumoniamnist"]["init_seed"] == 0
     stamp = lambda folder: json.loads((work / "pneumoniamnist" / folder / "pretraining.json").read_text())["settings"]
     assert "seed" not in stamp("rotation") and stamp("rotation_seed1") == {**stamp("rotation"), "seed": 1}
+    with pytest.raises(SystemExit):  # argparse's error: one line naming the option, before any work
+        run(-1, "negative.json")
+    assert not (tmp_path / "negative.json").exists()
 
 
 def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_path):
