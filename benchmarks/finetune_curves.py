@@ -5,8 +5,9 @@ test split rewards, and what do the first full fine-tuning steps do to a pretrai
         simclr=WORK/simclr/encoder.pt [--dataset pneumoniamnist] [--fraction 0.01] [--seeds 0 1 2] [--out FILE.json]
 
 Each export is fine-tuned exactly as ``label_efficiency.py`` does with the profile (same label subsets, seeds,
-recipe and augmentation); a ``monitor`` of ``fine_tune_with_recipe`` scores the TEST split at every validation
-evaluation, which changes nothing in the run (the selection never sees it). Printed per init and seed: test AUC
+recipe and augmentation); a ``monitor`` of ``fine_tune_with_recipe`` scores the TEST split, and the fit of the
+labelled set (cross-entropy and accuracy, eval mode, no augmentation), at every validation evaluation, which changes
+nothing in the run (the selection never sees either). Printed per init and seed: test AUC
 at the end of the linear-probe warm-up, after the first evaluation of full fine-tuning, at the kept checkpoint
 and the best along the curve. The JSON holds every point.
 """
@@ -27,8 +28,19 @@ from medssl3d.errors import InputError  # noqa: E402
 from medssl3d.evaluation import classification_metrics, predict_proba  # noqa: E402
 
 
+def labelled_fit(model, images, labels) -> dict:
+    """How well the model fits its labelled set, as it is (eval mode, no augmentation): mean cross-entropy and
+    accuracy."""
+    probs = torch.as_tensor(predict_proba(model, images, batch_size=256))
+    target = torch.as_tensor(labels, dtype=torch.int64)
+    loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), target).item()
+    accuracy = (probs.argmax(1) == target).double().mean().item()
+    return {"labelled_loss": round(loss, 4), "labelled_acc": round(accuracy, 4)}
+
+
 def curves(export: Path, splits: dict, profile: dict, fraction: float, seed: int) -> dict:
-    """One fine-tuning run: every (grid entry, step, validation AUC, test AUC) and the kept checkpoint's record."""
+    """One fine-tuning run: every (grid entry, step, validation AUC, test AUC, fit of the labelled set) and the kept
+    checkpoint's record."""
     (train_x, train_y), val, (test_x, test_y) = splits["training"], splits["validation"], splits["test"]
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     index = le.nested_label_fractions(train_y, [fraction], seed=seed)[fraction]
@@ -36,7 +48,9 @@ def curves(export: Path, splits: dict, profile: dict, fraction: float, seed: int
 
     def score_test(entry: str, step: int, val_auc: float, model) -> None:
         test_auc = classification_metrics(test_y, predict_proba(model, test_x, batch_size=256), num_classes)["auc"]
-        points.append({"grid": entry, "step": step, "val_auc": round(val_auc, 4), "test_auc": round(test_auc, 4)})
+        fit = labelled_fit(model, train_x[index], train_y[index])
+        points.append({"grid": entry, "step": step, "val_auc": round(val_auc, 4), "test_auc": round(test_auc, 4),
+                       **fit})
 
     model, record = le.fine_tune_recipe(export, (train_x[index], train_y[index]), val, profile, seed, num_classes,
                                         "cpu", monitor=score_test)
@@ -73,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{init} seed {run['seed']}: test AUC at warm-up end {first[0]['test_auc']:.3f}, after the first "
                   f"full steps {first[1]['test_auc']:.3f}, kept (step {run['kept']['step_kept']}, "
                   f"{run['kept']['encoder_lr_factor']:g} {run['kept']['mode']}) {run['test_auc']:.3f}, best on the "
-                  f"curve {max(p['test_auc'] for p in run['points']):.3f}", flush=True)
+                  f"curve {max(p['test_auc'] for p in run['points']):.3f}; labelled set at the end: loss "
+                  f"{first[-1]['labelled_loss']:.3f}, accuracy {first[-1]['labelled_acc']:.3f}", flush=True)
     result = {"dataset": args.dataset, "profile": profile["name"], "fraction": args.fraction,
               "command": "python benchmarks/finetune_curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "runs": runs}
