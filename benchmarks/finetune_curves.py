@@ -25,17 +25,7 @@ import label_efficiency as le  # noqa: E402
 
 from medssl3d.atomic import write_json_atomic  # noqa: E402
 from medssl3d.errors import InputError  # noqa: E402
-from medssl3d.evaluation import classification_metrics, predict_proba  # noqa: E402
-
-
-def labelled_fit(model, images, labels) -> dict:
-    """How well the model fits its labelled set, as it is (eval mode, no augmentation): mean cross-entropy and
-    accuracy."""
-    probs = torch.as_tensor(predict_proba(model, images, batch_size=256))
-    target = torch.as_tensor(labels, dtype=torch.int64)
-    loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), target).item()
-    accuracy = (probs.argmax(1) == target).double().mean().item()
-    return {"labelled_loss": round(loss, 4), "labelled_acc": round(accuracy, 4)}
+from medssl3d.evaluation import classification_metrics, labelled_fit, predict_proba  # noqa: E402
 
 
 def curves(export: Path, splits: dict, profile: dict, fraction: float, seed: int) -> dict:
@@ -48,9 +38,9 @@ def curves(export: Path, splits: dict, profile: dict, fraction: float, seed: int
 
     def score_test(entry: str, step: int, val_auc: float, model) -> None:
         test_auc = classification_metrics(test_y, predict_proba(model, test_x, batch_size=256), num_classes)["auc"]
-        fit = labelled_fit(model, train_x[index], train_y[index])
+        loss, accuracy = labelled_fit(model, train_x[index], train_y[index])
         points.append({"grid": entry, "step": step, "val_auc": round(val_auc, 4), "test_auc": round(test_auc, 4),
-                       **fit})
+                       "labelled_loss": round(loss, 4), "labelled_acc": round(accuracy, 4)})
 
     model, record = le.fine_tune_recipe(export, (train_x[index], train_y[index]), val, profile, seed, num_classes,
                                         "cpu", monitor=score_test)

@@ -9,6 +9,11 @@
   large ones; the floor gives every run enough updates and the validation checkpoint stops what overfits.
   Optionally (``max_epochs``) the floor gives way to a cap on passes over the labelled set, ``steps <=
   ceil(max_epochs * n / batch)``: a floor long enough for a hundred labels is hundreds of passes over ten.
+  Optionally (``fit_loss``) the budget grows with the labelled set's fit: when a cycle of full fine-tuning ends
+  with the labelled set's mean cross-entropy (the model as it is: eval mode, no augmentation) above ``fit_loss``,
+  the decaying rates restart for another cycle of the same length (warm restarts, SGDR, Loshchilov & Hutter,
+  ICLR 2017), up to ``max_cycles`` cycles and within ``max_steps`` (and ``max_epochs``). A labelled set that is
+  not yet fit gets more steps; one that is fit does not.
 * **Linear-probe warm-up, then full fine-tuning (LP-FT, Kumar et al., ICLR 2022).** The first
   ``head_warmup`` of the steps train only the head on the frozen encoder (in eval mode: BatchNorm keeps its
   running statistics), at ``head_lr``; then everything trains. A randomly initialised head sends large,
@@ -55,7 +60,8 @@ from torch import nn
 from .finetune import RepeatFactorSampler, predict_proba
 from .metrics import auc_difference_se, classification_metrics
 
-__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "recipe_steps"]
+__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "labelled_fit", "recipe_steps",
+           "step_limit"]
 
 MODES = ("full", "partial")
 LR_DECAYS = ("none", "cosine")
@@ -72,7 +78,10 @@ class FineTuneRecipe:
     ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
     ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
     eval mode); ``max_epochs``: if set, the step budget is at most this many passes over the labelled set (it
-    then overrides ``min_steps``); ``threads``: torch threads during the run (``None``: leave as is);
+    then overrides ``min_steps``); ``fit_loss``, ``max_cycles``: restart the cosine for another cycle of full
+    fine-tuning while the labelled set's mean cross-entropy at a cycle's end (:func:`labelled_fit`) exceeds
+    ``fit_loss``, at most ``max_cycles`` cycles within ``max_steps`` (``fit_loss=None``, the default: one
+    cycle); ``threads``: torch threads during the run (``None``: leave as is);
     ``lr_warmup``: the learning rates of full fine-tuning rise linearly over this fraction of its steps (``k /
     ramp`` at its k-th step), then stay constant; 0 (the default) keeps them constant throughout
     (docs/finetuning_recipe.md says why it is off);
@@ -95,6 +104,8 @@ class FineTuneRecipe:
     min_steps: int = 200
     max_steps: int = 1200
     max_epochs: float | None = None
+    fit_loss: float | None = None
+    max_cycles: int = 1
     head_warmup: float = 0.2
     lr_warmup: float = 0.0
     lr_decay: str = "cosine"
@@ -117,6 +128,10 @@ class FineTuneRecipe:
             problems.append("epochs must be > 0 and 1 <= min_steps <= max_steps")
         if self.max_epochs is not None and not self.max_epochs >= self.epochs:
             problems.append("max_epochs must be None or >= epochs")
+        if self.fit_loss is not None and not self.fit_loss > 0:
+            problems.append("fit_loss must be None or > 0")
+        if self.max_cycles < 1:
+            problems.append("max_cycles must be >= 1")
         if not 0 <= self.head_warmup < 1:
             problems.append("head_warmup must lie in [0, 1)")
         if not 0 <= self.lr_warmup <= 1:
@@ -148,8 +163,9 @@ class FineTuneRecipe:
 @dataclass
 class RecipeResult:
     """What :func:`fine_tune_with_recipe` returns: the model (eval mode, the kept weights), the chosen grid entry,
-    its validation AUC and step (0-based count of optimisation steps done, warm-up included), the step budget,
-    the validation AUC of every grid entry, whether class-balanced sampling was used, threads and CPU; with
+    its validation AUC and step (0-based count of optimisation steps done, warm-up included), the steps that grid
+    entry ran (the budget, or more where ``fit_loss`` restarted it), the validation AUC of every grid entry,
+    whether class-balanced sampling was used, threads and CPU; with
     ``selection="reference"`` also the reference's (final checkpoint of the first grid entry) validation AUC and
     the margin (``margin_se`` standard errors) its best challenger had to exceed."""
 
@@ -170,6 +186,15 @@ class RecipeResult:
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
+
+
+def step_limit(recipe: FineTuneRecipe, n_labels: int) -> int:
+    """The most steps a run may take, restarts included: ``max_steps``, and ``ceil(max_epochs * n / batch)`` when
+    ``max_epochs`` is set."""
+    total, _, batch = recipe_steps(recipe, n_labels)
+    if recipe.max_epochs is None:
+        return recipe.max_steps
+    return max(total, min(recipe.max_steps, math.ceil(recipe.max_epochs * n_labels / batch)))
 
 
 def recipe_steps(recipe: FineTuneRecipe, n_labels: int) -> tuple[int, int, int]:
@@ -264,15 +289,26 @@ def _rate_factor(recipe: FineTuneRecipe, full_steps: int) -> Callable[[int], flo
     return factor
 
 
+def labelled_fit(model: nn.Module, images, labels, device="cpu") -> tuple[float, float]:
+    """How well ``model`` as it is (eval mode, no augmentation) fits its labelled set: ``(mean cross-entropy,
+    accuracy)``."""
+    probs = torch.as_tensor(predict_proba(model, images, batch_size=256, device=device))
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), target).item()
+    return loss, (probs.argmax(1) == target).double().mean().item()
+
+
 def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, recipe: FineTuneRecipe,
                x: torch.Tensor, y: torch.Tensor, val: tuple, num_classes: int, seed: int, device,
-               augment, balanced: bool, monitor: Monitor | None) -> tuple[_Candidate, _Candidate]:
-    """One grid entry: its checkpoint with the best validation AUC (the first of ties) and its final one."""
+               augment, balanced: bool, monitor: Monitor | None) -> tuple[_Candidate, _Candidate, int]:
+    """One grid entry: its checkpoint with the best validation AUC (the first of ties), its final one and the number
+    of steps it ran (more than the budget where ``fit_loss`` restarted the schedule)."""
     total, warmup, batch = recipe_steps(recipe, len(y))
+    cycle, limit = total - warmup, step_limit(recipe, len(y))
     torch.manual_seed(seed)  # the head's initialisation: the same for every grid entry and init
     model = build(mode).to(device)
     draws = _Batches(y.numpy(), batch, balanced, seed)
-    every = max(1, (total - warmup) // recipe.evaluations)
+    every = max(1, cycle // recipe.evaluations)
     kept = {}
 
     def evaluate(step: int) -> None:
@@ -284,42 +320,48 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
         if "best" not in kept or auc > kept["best"].auc:
             kept["best"] = _Candidate(auc, step, copy.deepcopy(model.state_dict()), probs)
 
-    head_opt = torch.optim.AdamW(model.head.parameters(), lr=recipe.head_lr, weight_decay=recipe.weight_decay)
-    inner = model.encoder
-    for step in range(total):
-        if step == warmup:  # end of the linear-probe warm-up: a candidate, then every parameter trains
-            if warmup:
-                evaluate(step)
-            groups = [{"params": [p for p in inner.parameters() if p.requires_grad],
-                       "lr": recipe.lr * factor, "weight_decay": recipe.weight_decay},
-                      {"params": list(model.head.parameters()), "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
-            optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _rate_factor(recipe, total - warmup))
+    def batch_of_draws() -> tuple[torch.Tensor, torch.Tensor]:
         index = next(draws)
         images = x[index].to(device)
-        images = augment(images) if augment is not None else images
-        target = y[index].to(device)
-        if step < warmup:
-            model.eval()
-            with torch.no_grad():
-                features = inner.embed(images)
-            model.head.train()
-            loss = nn.functional.cross_entropy(model.head(model.dropout(features)), target)
-            head_opt.zero_grad()
-            loss.backward()
-            head_opt.step()
-        else:
+        return (augment(images) if augment is not None else images), y[index].to(device)
+
+    head_opt = torch.optim.AdamW(model.head.parameters(), lr=recipe.head_lr, weight_decay=recipe.weight_decay)
+    inner = model.encoder
+    for _ in range(warmup):  # linear-probe warm-up: the head alone, on the frozen encoder in eval mode
+        images, target = batch_of_draws()
+        model.eval()
+        with torch.no_grad():
+            features = inner.embed(images)
+        model.head.train()
+        loss = nn.functional.cross_entropy(model.head(model.dropout(features)), target)
+        head_opt.zero_grad()
+        loss.backward()
+        head_opt.step()
+    if warmup:  # the warm-up's probe is a candidate
+        evaluate(warmup)
+    groups = [{"params": [p for p in inner.parameters() if p.requires_grad],
+               "lr": recipe.lr * factor, "weight_decay": recipe.weight_decay},
+              {"params": list(model.head.parameters()), "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+    step = warmup
+    for cycles in range(1, recipe.max_cycles + 1):  # full fine-tuning: one schedule of `cycle` steps per cycle
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _rate_factor(recipe, cycle))  # (re)starts at 1
+        for done in range(1, cycle + 1):
+            images, target = batch_of_draws()
             model.train()
             loss = nn.functional.cross_entropy(model(images), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            done = step + 1 - warmup
-            if done % every == 0 or step + 1 == total:
-                evaluate(step + 1)
+            step += 1
+            if done % every == 0 or done == cycle:
+                evaluate(step)
+        if (recipe.fit_loss is None or cycles == recipe.max_cycles or step + cycle > limit
+                or labelled_fit(model, x, y, device)[0] <= recipe.fit_loss):
+            break  # no restart: none asked for, none allowed, or the labelled set is fit
     auc, step, probs = kept["last"]  # the last evaluation is at the last step: the weights as they are now
-    return kept["best"], _Candidate(auc, step, model.state_dict(), probs)
+    return kept["best"], _Candidate(auc, step, model.state_dict(), probs), step
 
 
 def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: tuple, num_classes: int,
@@ -347,12 +389,13 @@ def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: 
         raise ValueError("fine_tune_with_recipe: the validation set needs both classes to select on AUC; "
                          f"it holds {len(val_y)} sample(s) of class(es) {sorted(set(val_y.tolist()))}.")
     balanced = is_skewed(y.numpy(), recipe.balance_below)
-    total, warmup, batch = recipe_steps(recipe, len(y))
-    runs = {}
+    _, warmup, batch = recipe_steps(recipe, len(y))
+    runs, steps_run = {}, {}
     with _threads(recipe.threads), torch.random.fork_rng(devices=[]):
         for factor, mode in recipe.grid:
-            runs[(factor, mode)] = _train_one(build, factor, mode, recipe, x, y, (val_x, val_y), num_classes, seed,
-                                              device, augment, balanced, monitor)
+            best, final, steps_run[(factor, mode)] = _train_one(build, factor, mode, recipe, x, y, (val_x, val_y),
+                                                                num_classes, seed, device, augment, balanced, monitor)
+            runs[(factor, mode)] = best, final
         threads = torch.get_num_threads()
     (factor, mode), kept = max(((key, best) for key, (best, _) in runs.items()),
                                key=lambda pair: pair[1].auc)  # the first of ties: grid order
@@ -369,6 +412,7 @@ def fine_tune_with_recipe(build: Callable[[str], nn.Module], train: tuple, val: 
         model = build(mode)
     model.load_state_dict(kept.state)
     return RecipeResult(model=model.to(device).eval(), encoder_lr_factor=factor, mode=mode, val_auc=kept.auc,
-                        step_kept=kept.step, steps=total, warmup_steps=warmup, batch=batch, class_balanced=balanced,
+                        step_kept=kept.step, steps=steps_run[(factor, mode)], warmup_steps=warmup, batch=batch,
+                        class_balanced=balanced,
                         grid_val_auc={_grid_key(f, m): round(best.auc, 6) for (f, m), (best, _) in runs.items()},
                         threads=threads, cpu=cpu_name(), reference_val_auc=reference_auc, selection_margin=margin)

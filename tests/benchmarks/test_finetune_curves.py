@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from ._scripts import load_benchmark
@@ -54,17 +53,3 @@ def test_bad_arguments_are_one_error_before_any_work(tmp_path, capsys):
         module.main(["--profile", "long", "--exports", "a=b.pt", "--data-dir", str(tmp_path)])
     assert "has no recipe" in capsys.readouterr().err
 
-
-def test_labelled_fit_is_the_cross_entropy_and_accuracy_of_the_model_as_it_is():
-    module = load_benchmark("finetune_curves")
-
-    class FirstTwoPixels(torch.nn.Module):  # logits: the first two pixels of each image
-        def forward(self, x):
-            return x.flatten(1)[:, :2]
-
-    images = torch.tensor([[2.0, 0.0, 9.0], [0.0, 1.0, 9.0], [3.0, 1.0, 9.0], [0.5, 0.0, 9.0]]).reshape(4, 1, 3)
-    labels = np.array([0, 1, 1, 0])  # the third is misclassified
-    logits = images.flatten(1)[:, :2]
-    fit = module.labelled_fit(FirstTwoPixels(), images.numpy(), labels)
-    expected = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)).item()
-    assert fit == {"labelled_loss": pytest.approx(expected, abs=1e-4), "labelled_acc": 0.75}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl3d.evaluation import FineTuneRecipe, fine_tune_with_recipe, predict_proba, recipe_steps
+from medssl3d.evaluation import FineTuneRecipe, fine_tune_with_recipe, labelled_fit, predict_proba, recipe_steps
 from medssl3d.evaluation.metrics import classification_metrics
 from medssl3d.evaluation.recipe import _Batches, is_skewed
 from medssl3d.transfer import build_classifier
@@ -227,3 +227,54 @@ def test_reference_selection_keeps_the_reference_unless_beaten_by_more_than_the_
         assert chosen.reference_val_auc == pytest.approx(chosen.val_auc, abs=1e-6)
         assert chosen.val_auc < best.val_auc  # the reference was not the best candidate: the margin decided
     assert chosen.selection_margin == 2 * se  # margin_se = 2 by default
+
+
+def test_labelled_fit_is_the_cross_entropy_and_accuracy_of_the_model_as_it_is():
+    class FirstTwoPixels(torch.nn.Module):  # logits: the first two pixels of each image
+        def forward(self, x):
+            return x.flatten(1)[:, :2]
+
+    images = torch.tensor([[2.0, 0.0, 9.0], [0.0, 1.0, 9.0], [3.0, 1.0, 9.0], [0.5, 0.0, 9.0]]).reshape(4, 1, 3)
+    labels = np.array([0, 1, 1, 0])  # the third is misclassified
+    expected = torch.nn.functional.cross_entropy(images.flatten(1)[:, :2], torch.as_tensor(labels)).item()
+    loss, accuracy = labelled_fit(FirstTwoPixels(), images.numpy(), labels)
+    assert (loss, accuracy) == (pytest.approx(expected, abs=1e-6), 0.75)
+
+
+@pytest.mark.parametrize("losses, max_steps, max_cycles, cycles, measured", [
+    ([0.9, 0.4], 30, 4, 2, 2),         # fit after the second cycle
+    ([0.9, 0.9, 0.9], 30, 3, 3, 2),    # never fit: max_cycles ends it, the last cycle unmeasured
+    ([0.9, 0.9, 0.9], 12, 4, 2, 1),    # never fit: a third cycle would pass max_steps (2 + 3 x 4 > 12)
+    ([0.3], 30, 4, 1, 1),              # fit after the first cycle: the run of a recipe without fit_loss
+])
+def test_fit_loss_restarts_the_schedule_until_the_labelled_set_is_fit(data, rates, monkeypatch, losses, max_steps,
+                                                                       max_cycles, cycles, measured):
+    """fit_loss = 0.5: after each cycle of full fine-tuning (4 steps on a half cosine) the labelled set's loss is
+    measured; above 0.5 the cosine restarts from the full rate (warm restart, optimiser state kept), within
+    max_cycles and max_steps. Every cycle is evaluated like the first; the record gives the steps run."""
+    (x, y), val, _ = data
+    fits = iter(losses)
+    calls = []
+    monkeypatch.setattr("medssl3d.evaluation.recipe.labelled_fit",
+                        lambda model, images, labels, device: calls.append(len(labels)) or (next(fits), 0.0))
+    recipe = FineTuneRecipe(**dict(SIX_STEPS, max_steps=max_steps), fit_loss=0.5, max_cycles=max_cycles)
+    seen = []
+    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, recipe, seed=0,
+                                   monitor=lambda entry, step, auc, model: seen.append(step))
+    cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert rates[:2] == [[1e-2], [1e-2]]
+    assert [lrs[0] for lrs in rates[2:]] == pytest.approx([1e-4 * c for c in cosine] * cycles)
+    assert result.steps == 2 + 4 * cycles and result.step_kept <= result.steps
+    assert seen == [2] + [2 + 2 * k for k in range(1, 2 * cycles + 1)]
+    assert calls == [len(y)] * measured  # on the whole labelled set, only where a restart could follow
+
+
+def test_without_fit_loss_the_labelled_set_is_never_scored_and_restarts_are_refused(data, monkeypatch):
+    (x, y), val, _ = data
+    monkeypatch.setattr("medssl3d.evaluation.recipe.labelled_fit", lambda *args: pytest.fail("scored"))
+    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**SIX_STEPS, max_cycles=3), seed=0)
+    assert result.steps == 6
+    with pytest.raises(ValueError, match="fit_loss"):
+        FineTuneRecipe(fit_loss=0.0)
+    with pytest.raises(ValueError, match="max_cycles"):
+        FineTuneRecipe(max_cycles=0)
