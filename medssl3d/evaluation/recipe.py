@@ -60,8 +60,7 @@ from torch import nn
 from .finetune import RepeatFactorSampler, predict_proba
 from .metrics import auc_difference_se, classification_metrics
 
-__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "labelled_fit", "recipe_steps",
-           "step_limit"]
+__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "labelled_fit", "recipe_steps"]
 
 MODES = ("full", "partial")
 LR_DECAYS = ("none", "cosine")
@@ -188,13 +187,13 @@ class RecipeResult:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
-def step_limit(recipe: FineTuneRecipe, n_labels: int) -> int:
+def _step_limit(recipe: FineTuneRecipe, n_labels: int) -> int:
     """The most steps a run may take, restarts included: ``max_steps``, and ``ceil(max_epochs * n / batch)`` when
-    ``max_epochs`` is set."""
-    total, _, batch = recipe_steps(recipe, n_labels)
+    ``max_epochs`` is set (``recipe_steps``' budget never exceeds either)."""
     if recipe.max_epochs is None:
         return recipe.max_steps
-    return max(total, min(recipe.max_steps, math.ceil(recipe.max_epochs * n_labels / batch)))
+    batch = recipe_steps(recipe, n_labels)[2]
+    return min(recipe.max_steps, math.ceil(recipe.max_epochs * n_labels / batch))
 
 
 def recipe_steps(recipe: FineTuneRecipe, n_labels: int) -> tuple[int, int, int]:
@@ -304,7 +303,7 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
     """One grid entry: its checkpoint with the best validation AUC (the first of ties), its final one and the number
     of steps it ran (more than the budget where ``fit_loss`` restarted the schedule)."""
     total, warmup, batch = recipe_steps(recipe, len(y))
-    cycle, limit = total - warmup, step_limit(recipe, len(y))
+    cycle, limit = total - warmup, _step_limit(recipe, len(y))
     torch.manual_seed(seed)  # the head's initialisation: the same for every grid entry and init
     model = build(mode).to(device)
     draws = _Batches(y.numpy(), batch, balanced, seed)
