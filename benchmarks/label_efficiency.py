@@ -481,7 +481,9 @@ def fine_tune_recipe(export: Path, train: tuple, val: tuple, profile: dict, seed
     init; ``monitor`` is passed on); return (model, the recipe's record)."""
     recipe = FineTuneRecipe.from_dict(profile["recipe"])
     build = lambda mode: build_classifier(num_classes, pretrained_encoder=export, mode=mode,
-                                          trainable_stages=recipe.trainable_stages)
+                                          trainable_stages=recipe.trainable_stages,
+                                          pooled_stages=recipe.pooled_stages,
+                                          reset_last_stages=recipe.reset_last_stages)
     result = fine_tune_with_recipe(build, train, val, num_classes, recipe, seed=seed, device=device,
                                    augment=finetune_augment(profile, train[0].ndim - 2), monitor=monitor)
     return result.model, result.summary()

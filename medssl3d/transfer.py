@@ -175,6 +175,30 @@ def freeze_encoder(encoder: Encoder, trainable_stages: int = 0) -> list[str]:
     return frozen
 
 
+def reset_stages(encoder: Encoder, count: int) -> list[str]:
+    """Re-initialise the last ``count`` stages of ``encoder`` as a fresh MONAI ResNet initialises itself
+    (convolutions He-normal, fan-out; normalisation weight 1, bias 0 and running statistics reset; linear layers
+    by PyTorch's default), from torch's global generator; return the names of the stages' submodules.
+
+    A pretext task shapes the deepest stage most for itself: the pretrained early and middle stages transfer
+    while the last is learnt again for the target task (re-initialising top layers before fine-tuning on a small
+    set: Zhang et al., "Revisiting few-sample BERT fine-tuning", ICLR 2021).
+    """
+    stages = encoder_stages(encoder)
+    if not isinstance(count, int) or not 0 <= count <= len(stages):
+        raise ValueError(f"reset_stages: count must be an int in [0, {len(stages)}], got {count!r}.")
+    names = [name for stage in stages[len(stages) - count:] for name in stage]
+    for name in names:
+        for module in encoder.get_submodule(name).modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.Linear)):
+                module.reset_parameters()
+    return names
+
+
 class _KeepsFrozenInEval(nn.Module):
     """``train(True)`` leaves the submodules named in ``frozen_modules`` in eval mode (BatchNorm statistics of
     a frozen encoder must not drift while the head trains)."""
@@ -200,20 +224,40 @@ def _apply_mode(model: _KeepsFrozenInEval, mode: str, trainable_stages: int) -> 
 class EncoderClassifier(_KeepsFrozenInEval):
     """Encoder + :class:`~medssl3d.networks.ClassificationHead` on its pooled embedding.
 
+    ``pooled_stages``: the head reads the global-average-pooled feature maps of the encoder's last
+    ``pooled_stages`` stages, concatenated (1, the default: the coarsest map only, as a torchvision or MONAI
+    classifier; the encoder's stage count: every stage, stem included). Earlier stages keep global statistics of
+    the input (e.g. a structure's size) that the deepest map of a small set may not; concatenating pooled maps of
+    several depths is the multi-level pooling of hypercolumns (Hariharan et al., CVPR 2015), which MONAI's and
+    torchvision's classifiers lack.
+
     Shapes: ``(B, in_channels, *spatial)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, encoder: Encoder, num_classes: int, dropout: float = 0.0, hidden_dim: int | None = None):
+    def __init__(self, encoder: Encoder, num_classes: int, dropout: float = 0.0, hidden_dim: int | None = None,
+                 pooled_stages: int = 1):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"EncoderClassifier: dropout must lie in [0, 1), got {dropout!r}.")
+        stages = len(encoder.feature_channels)
+        if not (isinstance(pooled_stages, int) and 1 <= pooled_stages <= stages):
+            raise ValueError(f"EncoderClassifier: pooled_stages must be an int in [1, {stages}] (the {encoder.name} "
+                             f"encoder's stages), got {pooled_stages!r}.")
         self.encoder = encoder
+        self.pooled_stages = pooled_stages
         self.dropout = nn.Dropout(dropout)
-        self.head = ClassificationHead(encoder.embedding_dim, num_classes, hidden_dim=hidden_dim)
+        in_dim = sum(encoder.feature_channels[-pooled_stages:])
+        self.head = ClassificationHead(in_dim, num_classes, hidden_dim=hidden_dim)
         self.transfer_report: TransferReport | None = None
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the pooled maps of the last ``pooled_stages`` stages, ``(B, sum of channels)``."""
+        if self.pooled_stages == 1:
+            return self.encoder.embed(x)
+        return torch.cat([self.encoder.pool(m) for m in self.encoder(x)[-self.pooled_stages:]], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder.embed(x)))
+        return self.head(self.dropout(self.embed(x)))
 
 
 class TransferFlexibleUNet(FlexibleUNet, _KeepsFrozenInEval):
@@ -266,6 +310,8 @@ def build_classifier(
     trainable_stages: int = 2,
     hidden_dim: int | None = None,
     prepared_inputs: dict | None = None,
+    pooled_stages: int = 1,
+    reset_last_stages: int = 0,
 ) -> EncoderClassifier:
     """:class:`EncoderClassifier` from an encoder export (``pretrained_encoder``) or from scratch (``None``, or
     ``"null"``/``"none"``/``""`` as the command line passes it: :func:`pretrained_export`).
@@ -273,14 +319,18 @@ def build_classifier(
     ``encoder``/``spatial_dims``/``in_channels`` default to the export's values (scratch: resnet18, 3, 1); an
     explicit value differing from the export raises a ValueError. ``mode``: ``"full"``, ``"frozen"``,
     ``"partial"`` (the last ``trainable_stages`` of 5 stages train). The report is at ``.transfer_report``.
-    ``prepared_inputs``: see :func:`load_pretrained_encoder`.
+    ``prepared_inputs``: see :func:`load_pretrained_encoder`; ``pooled_stages``: see :class:`EncoderClassifier`;
+    ``reset_last_stages``: that many of the encoder's last stages are re-initialised after loading
+    (:func:`reset_stages`).
     """
     pretrained_encoder = pretrained_export(pretrained_encoder)
     name, dims, channels, kwargs = _resolve(pretrained_encoder, encoder, spatial_dims, in_channels)
-    model = EncoderClassifier(build_encoder(name, dims, channels, **kwargs), num_classes, dropout, hidden_dim)
+    model = EncoderClassifier(build_encoder(name, dims, channels, **kwargs), num_classes, dropout, hidden_dim,
+                              pooled_stages)
     if pretrained_encoder is not None:
         model.transfer_report = load_pretrained_encoder(model.encoder, pretrained_encoder,
                                                         prepared_inputs=prepared_inputs)
+    reset_stages(model.encoder, reset_last_stages)
     _apply_mode(model, mode, trainable_stages)
     return model
 

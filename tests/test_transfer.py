@@ -60,6 +60,48 @@ def test_classifier_reproduces_exported_features(request, which, shape):
         assert not torch.allclose(scratch.encoder.embed(x), encoder.embed(x))
 
 
+def test_classifier_head_reads_the_pooled_maps_of_its_last_stages(export3d):
+    encoder, path = export3d
+    x = torch.randn(2, 1, 33, 32, 31)  # odd sides: every stage's map has its own shape
+    last = build_classifier(2, pretrained_encoder=path).eval()
+    every = build_classifier(2, pretrained_encoder=path, pooled_stages=5).eval()
+    two = build_classifier(2, pretrained_encoder=path, pooled_stages=2).eval()
+    with torch.no_grad():
+        maps = encoder(x)
+        pooled = [m.mean(dim=(2, 3, 4)) for m in maps]
+        assert torch.equal(last.embed(x), encoder.embed(x)) and last.head.in_dim == 512
+        assert torch.allclose(every.embed(x), torch.cat(pooled, dim=1))
+        assert torch.allclose(two.embed(x), torch.cat(pooled[-2:], dim=1))
+        assert (every.head.in_dim, two.head.in_dim) == (64 + 64 + 128 + 256 + 512, 256 + 512)
+        assert every(x).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"pooled_stages must be an int in \[1, 5\]"):
+        build_classifier(2, pretrained_encoder=path, pooled_stages=6)
+    with pytest.raises(ValueError, match="pooled_stages"):
+        build_classifier(2, pretrained_encoder=path, pooled_stages=0)
+
+
+def test_reset_last_stages_reinitialises_only_those_stages(export3d):
+    encoder, path = export3d
+    torch.manual_seed(0)
+    reset = build_classifier(2, pretrained_encoder=path, reset_last_stages=1).encoder.state_dict()
+    kept = encoder.state_dict()
+    changed = {key.split(".")[0] for key in kept if not torch.equal(kept[key], reset[key])}
+    assert changed == {"layer4"}  # the pretrained stem and layer1-3 as exported
+    assert torch.equal(reset["layer4.0.bn1.running_var"], torch.ones(512))
+    assert torch.equal(reset["layer4.0.bn1.weight"], torch.ones(512))
+    assert reset["layer4.0.bn1.num_batches_tracked"] == 0
+    std = reset["layer4.0.conv1.weight"].std().item()  # He normal, fan-out: sqrt(2 / (512 * 3 ** 3))
+    assert std == pytest.approx((2 / (512 * 27)) ** 0.5, rel=0.05)
+    torch.manual_seed(0)
+    again = build_classifier(2, pretrained_encoder=path, reset_last_stages=1).encoder.state_dict()
+    assert all(torch.equal(reset[key], again[key]) for key in reset)  # drawn from torch's seeded generator
+    torch.manual_seed(0)
+    two = build_classifier(2, pretrained_encoder=path, reset_last_stages=2).encoder.state_dict()
+    assert {key.split(".")[0] for key in kept if not torch.equal(kept[key], two[key])} == {"layer3", "layer4"}
+    with pytest.raises(ValueError, match=r"count must be an int in \[0, 5\]"):
+        build_classifier(2, pretrained_encoder=path, reset_last_stages=6)
+
+
 def test_report_counts_every_tensor(export3d, capsys):
     encoder, path = export3d
     model = build_classifier(2, pretrained_encoder=path)

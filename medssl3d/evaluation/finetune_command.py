@@ -110,12 +110,16 @@ def finetune_rows(args, items: list[dict], n_train: int, test_index: np.ndarray,
         def build(mode, init=init):
             if init != "scratch":
                 return build_classifier(num_classes, pretrained_encoder=args.encoder, mode=mode,
-                                        trainable_stages=recipe.trainable_stages)
+                                        trainable_stages=recipe.trainable_stages,
+                                        pooled_stages=recipe.pooled_stages,
+                                        reset_last_stages=recipe.reset_last_stages)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seeds[0])  # the scratch encoder of the probes, the head then seeded per run
                 model = build_classifier(num_classes, encoder=metadata["architecture"],
                                          spatial_dims=metadata["spatial_dims"], in_channels=metadata["in_channels"],
-                                         mode=mode, trainable_stages=recipe.trainable_stages)
+                                         mode=mode, trainable_stages=recipe.trainable_stages,
+                                         pooled_stages=recipe.pooled_stages,
+                                         reset_last_stages=recipe.reset_last_stages)
             return model
 
         for seed in args.seeds:

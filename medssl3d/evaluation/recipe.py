@@ -74,13 +74,16 @@ class FineTuneRecipe:
     measured recipe, benchmark profile ``recipe_v4`` (and the fine-tuning of ``recipe_v6``).
 
     ``lr``: AdamW learning rate of the head in full fine-tuning (the encoder's is ``lr * encoder_lr_factor``);
-    ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode
-    ``"full"`` or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in
-    eval mode); ``max_epochs``: if set, the step budget is at most this many passes over the labelled set (it
-    then overrides ``min_steps``); ``fit_loss``, ``max_cycles``: restart the cosine for another cycle of full
+    ``head_lr``: the head's rate during the warm-up; ``grid``: ``(encoder_lr_factor, mode)`` pairs, mode ``"full"``
+    or ``"partial"`` (the last ``trainable_stages`` encoder stages train, the others stay frozen in eval mode);
+    ``pooled_stages``: the classifier's head reads the pooled maps of the encoder's last this many stages
+    (:class:`~medssl3d.transfer.EncoderClassifier`; 1: the coarsest only); ``reset_last_stages``: that many of the
+    encoder's last stages are re-initialised before fine-tuning (:func:`~medssl3d.transfer.reset_stages`; 0: none),
+    for every init alike; ``max_epochs``: if set, the step budget is at most this many passes over the labelled set
+    (it then overrides ``min_steps``); ``fit_loss``, ``max_cycles``: restart the cosine for another cycle of full
     fine-tuning while the labelled set's mean cross-entropy at a cycle's end (:func:`labelled_fit`) exceeds
-    ``fit_loss``, at most ``max_cycles`` cycles within ``max_steps`` (``fit_loss=None``, the default: one
-    cycle); ``threads``: torch threads during the run (``None``: leave as is);
+    ``fit_loss``, at most ``max_cycles`` cycles within ``max_steps`` (``fit_loss=None``, the default: one cycle);
+    ``threads``: torch threads during the run (``None``: leave as is);
     ``lr_warmup``: the learning rates of full fine-tuning rise linearly over this fraction of its steps (``k /
     ramp`` at its k-th step), then stay constant; 0 (the default) keeps them constant throughout
     (docs/finetuning_recipe.md says why it is off);
@@ -113,6 +116,8 @@ class FineTuneRecipe:
     bootstrap: int = 200
     grid: tuple[tuple[float, str], ...] = ((1.0, "full"), (0.1, "full"))
     trainable_stages: int = 2
+    pooled_stages: int = 1
+    reset_last_stages: int = 0
     balance_below: float = 0.5
     evaluations: int = 10
     threads: int | None = 1
@@ -131,6 +136,8 @@ class FineTuneRecipe:
             problems.append("fit_loss must be None or > 0")
         if self.max_cycles < 1:
             problems.append("max_cycles must be >= 1")
+        if self.pooled_stages < 1 or self.reset_last_stages < 0:
+            problems.append("pooled_stages must be >= 1 and reset_last_stages >= 0")
         if not 0 <= self.head_warmup < 1:
             problems.append("head_warmup must lie in [0, 1)")
         if not 0 <= self.lr_warmup <= 1:
@@ -330,7 +337,7 @@ def _train_one(build: Callable[[str], nn.Module], factor: float, mode: str, reci
         images, target = batch_of_draws()
         model.eval()
         with torch.no_grad():
-            features = inner.embed(images)
+            features = model.embed(images)
         model.head.train()
         loss = nn.functional.cross_entropy(model.head(model.dropout(features)), target)
         head_opt.zero_grad()

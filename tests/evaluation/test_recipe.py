@@ -278,3 +278,19 @@ def test_without_fit_loss_the_labelled_set_is_never_scored_and_restarts_are_refu
         FineTuneRecipe(fit_loss=0.0)
     with pytest.raises(ValueError, match="max_cycles"):
         FineTuneRecipe(max_cycles=0)
+
+
+def test_head_on_every_stage_is_trained_in_the_warm_up_and_after(data):
+    """pooled_stages reaches the classifier: the warm-up's probe and full fine-tuning both feed the head the pooled
+    maps of every stage (a head fed the last stage alone would refuse its input), and the kept model keeps them."""
+    (x, y), val, _ = data
+    recipe = FineTuneRecipe(**SIX_STEPS, pooled_stages=5)
+    build = lambda mode: build_classifier(2, encoder="resnet10", spatial_dims=2, in_channels=1, mode=mode,
+                                          pooled_stages=recipe.pooled_stages)
+    result = fine_tune_with_recipe(build, (x, y), val, 2, recipe, seed=0)
+    assert result.model.pooled_stages == 5 and result.model.head.in_dim == 64 + 64 + 128 + 256 + 512
+    assert result.steps == 6 and predict_proba(result.model, x).shape == (len(y), 2)
+    with pytest.raises(ValueError, match="pooled_stages"):
+        FineTuneRecipe(pooled_stages=0)
+    with pytest.raises(ValueError, match="reset_last_stages"):
+        FineTuneRecipe(reset_last_stages=-1)
