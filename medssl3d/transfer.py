@@ -177,12 +177,13 @@ def freeze_encoder(encoder: Encoder, trainable_stages: int = 0) -> list[str]:
 
 def reset_stages(encoder: Encoder, count: int) -> list[str]:
     """Re-initialise the last ``count`` stages of ``encoder`` as a fresh MONAI ResNet initialises itself
-    (convolutions He-normal, fan-out; normalisation weight 1, bias 0 and running statistics reset; linear layers
-    by PyTorch's default), from torch's global generator; return the names of the stages' submodules.
+    (convolutions He-normal, fan-out) and every other layer by its own ``reset_parameters`` (normalisation: weight 1,
+    bias 0, running statistics reset), from torch's global generator; return the names of the stages' submodules.
 
-    A pretext task shapes the deepest stage most for itself: the pretrained early and middle stages transfer
-    while the last is learnt again for the target task (re-initialising top layers before fine-tuning on a small
-    set: Zhang et al., "Revisiting few-sample BERT fine-tuning", ICLR 2021).
+    For a pretext task that shapes the deepest stage for itself, the pretrained early and middle stages transfer
+    and the last is learnt again for the target task (re-initialising top layers before fine-tuning on a small set:
+    Zhang et al., "Revisiting few-sample BERT fine-tuning", ICLR 2021). Measured on AdrenalMNIST3D with rotation
+    prediction it did not help (docs/finetuning_recipe.md); compare before relying on it.
     """
     stages = encoder_stages(encoder)
     if not isinstance(count, int) or not 0 <= count <= len(stages):
@@ -194,7 +195,7 @@ def reset_stages(encoder: Encoder, count: int) -> list[str]:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.Linear)):
+            elif hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     return names
 
@@ -229,7 +230,7 @@ class EncoderClassifier(_KeepsFrozenInEval):
     classifier; the encoder's stage count: every stage, stem included). Earlier stages keep global statistics of
     the input (e.g. a structure's size) that the deepest map of a small set may not; concatenating pooled maps of
     several depths is the multi-level pooling of hypercolumns (Hariharan et al., CVPR 2015), which MONAI's and
-    torchvision's classifiers lack.
+    torchvision's classifiers lack. Measured on AdrenalMNIST3D it did not help fine-tuning (docs/finetuning_recipe.md).
 
     Shapes: ``(B, in_channels, *spatial)`` -> logits ``(B, num_classes)``.
     """
