@@ -2,7 +2,7 @@
 random initialisation, evaluated with 1 %, 10 % and 100 % of the training labels on the official test split.
 
     python benchmarks/label_efficiency.py [--data-dir DIR] [--datasets pneumoniamnist adrenalmnist3d]
-        [--profile recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke|FILE.yaml]
+        [--profile recipe_v9|recipe_v6|recipe_v5|recipe_v4|recipe_v2|recipe|quick|long|long_shape|full|smoke|FILE.yaml]
         [--subset TRAIN VAL] [--inits INIT ...] [--init-seed N] [--out FILE.json]
 
 Per dataset:
@@ -44,14 +44,15 @@ Settings for 28-pixel images (why):
   of every axis, or the cube's 48 symmetries for the shape profiles).
 
 Profiles (``--profile NAME`` for ``benchmarks/profiles/NAME.yaml``, or the path of a YAML file with the same keys;
-every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v4" is the protocol of
+every setting of a run lives there, see ``benchmarks/profiles/README.md``): "recipe_v4" is the first protocol of
 RESULTS.md (SimCLR 2D, Models Genesis 3D, the library's recipe: 16 epochs, at least 200 steps, cosine decay, the
 final checkpoint kept unless clearly beaten on validation); "recipe_v2" the version before it (constant rates, the
 best validation candidate); "recipe_v6" and "recipe_v5" are "recipe_v4" with the 3D encoder pretrained by rotation
 prediction (3,000 and 1,000 x 32 volumes; "recipe_v7" and "recipe_v7_batch64", 6,000 x 32 and 3,000 x 64,
-were compared and not adopted); "recipe" its first version (4 epochs; the same budget below about 200 labelled
-images); "quick" (``--quick``) is "recipe_v4" with
-one grid entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
+were compared and not adopted); "recipe_v9", the current profile and the library's defaults, is "recipe_v6" with
+another cosine cycle while the labelled set's loss is above 0.3 (up to three); "recipe" its first version
+(4 epochs; the same budget below about 200 labelled images); "quick" (``--quick``) is "recipe_v4" with one grid
+entry, on PneumoniaMNIST only unless ``--datasets`` says otherwise (about 13 min of one CPU core);
 "recipe_v3" is "recipe_v2" after 5x longer SimCLR pretraining (RESULTS.md); "long" fine-tunes with a budget of
 training SAMPLES per label fraction, class-balanced sampling, the encoder of a pretrained init at
 ``encoder_lr_scale`` times the head's learning rate, the epoch with the best validation AUC kept, and 2D SimCLR
@@ -59,7 +60,7 @@ training SAMPLES per label fraction, class-balanced sampling, the encoder of a p
 Genesis, 400 x 32) more pretraining samples, about an hour on 2 CPU cores; "long_shape" is "long" with rigid,
 size-keeping 3D views (``shape_views_3d``) and the cube's symmetries as 3D fine-tuning augmentation, for
 AdrenalMNIST3D's binary masks; the default "full" profile runs every method, ResNet-18 with a stride-1 stem and
-longer pretraining, fine-tuned by recipe_v6's recipe (a GPU is used when available); "smoke" (``--smoke-size``) is
+longer pretraining, fine-tuned by recipe_v9's recipe (a GPU is used when available); "smoke" (``--smoke-size``) is
 for the tests (1-2 iterations, the long fine-tuning protocol). Output: a JSON with every per-seed record, the
 settings, the mean ± std summary, the markdown tables and the targets (among them the sanity bound: scratch
 fine-tuning at 100 % of the labels within 0.03 AUC of the published supervised row, checked for every MedMNIST v2

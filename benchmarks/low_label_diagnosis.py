@@ -47,7 +47,7 @@ from medssl3d.transfer import build_classifier  # noqa: E402
 FORMER = {"finetune_samples": {2: {0.01: 1000}}, "finetune_batch": 32, "finetune_lr": 1e-3, "encoder_lr_scale": 0.3,
           "class_balanced": True, "val_evaluations": 10, "augment_3d": "flip"}
 BASE = dict(lr=1e-3, head_lr=1e-2, batch_size=16, epochs=4, min_steps=200, max_steps=1200, evaluations=10,
-            lr_decay="none", selection="best")  # the recipe these records were made with (profile "recipe")
+            lr_decay="none", selection="best", fit_loss=None)  # the recipe these records were made with ("recipe")
 VARIANTS = {
     "B": FineTuneRecipe(**BASE, min_batch=1, head_warmup=0.0, grid=((1.0, "full"),)),
     "C": FineTuneRecipe(**BASE, min_batch=16, head_warmup=0.0, grid=((1.0, "full"),)),

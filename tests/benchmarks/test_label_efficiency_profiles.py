@@ -3,6 +3,7 @@ settings are exactly what the files hold, and a broken profile is one clear erro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -48,6 +49,9 @@ def test_recorded_runs_used_exactly_the_profile_files(module, path):
         if "recipe" in recorded:  # and before these two recipe fields existed, constant rates and the best candidate
             assert {k: loaded["recipe"].pop(k) for k in ("lr_decay", "selection") if k not in recorded["recipe"]} in (
                 {}, {"lr_decay": "none", "selection": "best"})
+            # and before the fit rule was the default, one cycle, which the profiles now pin
+            assert {k: loaded["recipe"].pop(k) for k in ("fit_loss",) if k not in recorded["recipe"]} in (
+                {}, {"fit_loss": None})
         assert recorded == loaded, (path.name, dataset)
 
 
@@ -140,9 +144,13 @@ def test_rotation_rescale_false_keeps_the_object_size_and_is_stamped(module, tmp
 
 
 def test_the_library_defaults_are_the_measured_recipe(module):
-    """``medssl3d evaluate --finetune`` (FineTuneRecipe's defaults) fine-tunes exactly as the benchmark's recipe_v4 and
-    the current profile recipe_v6 do, and the default profile 'full' shares that recipe."""
+    """``medssl3d evaluate --finetune`` (FineTuneRecipe's defaults) fine-tunes exactly as the current profile
+    recipe_v9 does, and the default profile 'full' shares that recipe; recipe_v4 and recipe_v6 are it without the
+    fit rule (one cycle), pinned so that their records rerun."""
     from medssl3d.evaluation import FineTuneRecipe
 
-    for name in ("recipe_v4", "recipe_v6", "full"):
+    for name in ("recipe_v9", "full"):
         assert FineTuneRecipe.from_dict(module.load_profile(name)["recipe"]) == FineTuneRecipe(), name
+    for name in ("recipe_v4", "recipe_v6"):
+        recipe = FineTuneRecipe.from_dict(module.load_profile(name)["recipe"])
+        assert recipe == dataclasses.replace(FineTuneRecipe(), fit_loss=None), name

@@ -1,6 +1,7 @@
 """The fine-tuning recipe on tiny synthetic images: step budget, selection on validation, the same grid for
 every init, class-balanced draws, a minimum batch and identical figures on a rerun."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,8 @@ from medssl3d.evaluation.recipe import _Batches, is_skewed
 from medssl3d.transfer import build_classifier
 
 TINY = FineTuneRecipe(batch_size=8, min_batch=6, epochs=1.0, min_steps=6, max_steps=12, head_warmup=0.25,
-                      evaluations=2, grid=((1.0, "full"), (0.1, "full"), (1.0, "partial")), selection="best")
+                      evaluations=2, grid=((1.0, "full"), (0.1, "full"), (1.0, "partial")), selection="best",
+                      fit_loss=None)  # one cycle: the fit rule has tests of its own
 
 
 def spots(n, seed, positive=0.5):
@@ -270,14 +272,29 @@ def test_fit_loss_restarts_the_schedule_until_the_labelled_set_is_fit(data, rate
 
 
 def test_without_fit_loss_the_labelled_set_is_never_scored_and_restarts_are_refused(data, monkeypatch):
+    """fit_loss=None: one cycle whatever the fit (the default rule, 0.3 within 3 cycles, is switched off)."""
+    assert (FineTuneRecipe().fit_loss, FineTuneRecipe().max_cycles) == (0.3, 3)
     (x, y), val, _ = data
     monkeypatch.setattr("medssl3d.evaluation.recipe.labelled_fit", lambda *args: pytest.fail("scored"))
-    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**SIX_STEPS, max_cycles=3), seed=0)
+    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**SIX_STEPS, fit_loss=None), seed=0)
     assert result.steps == 6
     with pytest.raises(ValueError, match="fit_loss"):
         FineTuneRecipe(fit_loss=0.0)
     with pytest.raises(ValueError, match="max_cycles"):
         FineTuneRecipe(max_cycles=0)
+
+
+def test_the_default_fit_rule_restarts_a_labelled_set_that_cannot_be_fit(data):
+    """The defaults (fit_loss 0.3, 3 cycles) on the real labelled fit: labels drawn at random cannot be fit (their
+    loss stays near ln 2), so the run takes all three cycles of 4 full steps; with the rule off it takes one."""
+    (x, _), val, _ = data
+    noise = np.random.default_rng(7).permutation(np.arange(len(x)) % 2)
+    recipe = FineTuneRecipe(**dict(SIX_STEPS, max_steps=30))
+    result = fine_tune_with_recipe(builder(0), (x, noise), val, 2, recipe, seed=0)
+    assert result.steps == 2 + 4 * 3
+    assert labelled_fit(result.model, x, noise, "cpu")[0] > recipe.fit_loss
+    off = fine_tune_with_recipe(builder(0), (x, noise), val, 2, dataclasses.replace(recipe, fit_loss=None), seed=0)
+    assert off.steps == 6
 
 
 def test_head_on_every_stage_is_trained_in_the_warm_up_and_after(data):
