@@ -87,8 +87,8 @@ def _add_options(parser: argparse.ArgumentParser, out_required: bool = True) -> 
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--finetune", action="store_true",
                         help="also fine-tune every init by the library's recipe (medssl3d.evaluation.recipe: a step "
-                        "budget with a floor, linear-probe warm-up, a small grid selected on validation), method "
-                        "'finetune' in the tables; needs the fixed split")
+                        "budget with a floor that grows while the labelled set is not fit, linear-probe warm-up, a "
+                        "small grid selected on validation), method 'finetune' in the tables; needs the fixed split")
     parser.add_argument("--recipe", type=Path, default=None,
                         help="--finetune: a YAML file of FineTuneRecipe fields replacing the library defaults (see "
                         "docs/finetuning_recipe.md)")

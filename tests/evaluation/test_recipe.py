@@ -276,7 +276,8 @@ def test_without_fit_loss_the_labelled_set_is_never_scored_and_restarts_are_refu
     assert (FineTuneRecipe().fit_loss, FineTuneRecipe().max_cycles) == (0.3, 3)
     (x, y), val, _ = data
     monkeypatch.setattr("medssl3d.evaluation.recipe.labelled_fit", lambda *args: pytest.fail("scored"))
-    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, FineTuneRecipe(**SIX_STEPS, fit_loss=None), seed=0)
+    room = FineTuneRecipe(**dict(SIX_STEPS, max_steps=30), fit_loss=None)  # room for three cycles, none taken
+    result = fine_tune_with_recipe(builder(0), (x, y), val, 2, room, seed=0)
     assert result.steps == 6
     with pytest.raises(ValueError, match="fit_loss"):
         FineTuneRecipe(fit_loss=0.0)
