@@ -113,6 +113,7 @@ from medssl3d.evaluation import (
     markdown_table,
     nested_label_fractions,
     predict_proba,
+    recipe_max_steps,
     recipe_steps,
     summarize_runs,
 )
@@ -712,20 +713,25 @@ def estimate_runtime(profile: dict, data_dir: Path, datasets: list[str], fractio
                                      augment=finetune_augment(profile, dims),
                                      on_epoch_end=clock)
                 step_time[size] = clock.step(steps)
-            epochs = epochs_for(profile, fraction, dims, len(index))
-            if "recipe" in profile:  # the recipe counts steps (warm-up steps, cheaper, timed as full ones)
-                budget = recipe_steps(FineTuneRecipe.from_dict(profile["recipe"]), len(index))[0]
+            if "recipe" in profile:  # the recipe counts steps (warm-up steps, cheaper, timed as full ones), at
+                # most: every cycle the fit rule may add (a labelled set that is fit takes fewer)
+                recipe = FineTuneRecipe.from_dict(profile["recipe"])
+                total, warmup, _ = recipe_steps(recipe, len(index))
+                longest = recipe_max_steps(recipe, len(index))
                 add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"step ({batches[0]} images)",
-                    step_time[batches[0]], runs * budget * grid)
+                    step_time[batches[0]], runs * longest * grid)
+                cycles = (longest - warmup) // max(1, total - warmup)
+                evaluations = 1 + recipe.evaluations * cycles  # the warm-up's probe, then about `evaluations` a cycle
             else:
+                epochs = epochs_for(profile, fraction, dims, len(index))
                 per_epoch = tuple(sum(step_time[b][k] for b in batches) for k in (0, 1))
                 add(f"fine-tune {fraction:.0%} ({len(index)} labels)", f"epoch ({len(batches)} steps)", per_epoch,
                     runs * epochs * grid)
-            evaluations = (FineTuneRecipe.from_dict(profile["recipe"]).evaluations + 1 if "recipe" in profile
-                           else profile["val_evaluations"])
-            if evaluations:  # validation AUC of the epochs fine_tune's keep_best evaluates
-                every = max(1, epochs // evaluations)
-                evaluations = sum(1 for e in range(1, epochs + 1) if e % every == 0 or e == epochs)
+                evaluations = profile["val_evaluations"]
+                if evaluations:  # validation AUC of the epochs fine_tune's keep_best evaluates
+                    every = max(1, epochs // evaluations)
+                    evaluations = sum(1 for e in range(1, epochs + 1) if e % every == 0 or e == epochs)
+            if evaluations:
                 add(f"fine-tune {fraction:.0%} validation", "image", predicted,
                     runs * evaluations * len(val_x) * grid)
             train_f = random.standard_normal((len(index), width)).astype(np.float32)

@@ -18,7 +18,14 @@ from .metrics import auc_difference_se, classification_metrics, representation_q
 from .online_knn import OnlineKNNValidation, leave_one_out_knn
 from .plots import gradcam_overlays, plot_label_fraction_curves, plot_tsne
 from .probes import linear_probe, mlp_probe
-from .recipe import FineTuneRecipe, RecipeResult, fine_tune_with_recipe, labelled_fit, recipe_steps
+from .recipe import (
+    FineTuneRecipe,
+    RecipeResult,
+    fine_tune_with_recipe,
+    labelled_fit,
+    recipe_max_steps,
+    recipe_steps,
+)
 from .report import markdown_table, write_report
 from .summary import summarize_runs
 from .symmetry import SymmetryGroup
@@ -29,6 +36,7 @@ __all__ = [
     "RecipeResult",
     "fine_tune_with_recipe",
     "labelled_fit",
+    "recipe_max_steps",
     "recipe_steps",
     "OnlineKNNValidation",
     "SweepRun",

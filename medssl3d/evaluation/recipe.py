@@ -63,7 +63,8 @@ from torch import nn
 from .finetune import RepeatFactorSampler, predict_proba
 from .metrics import auc_difference_se, classification_metrics
 
-__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "labelled_fit", "recipe_steps"]
+__all__ = ["FineTuneRecipe", "RecipeResult", "cpu_name", "fine_tune_with_recipe", "labelled_fit", "recipe_max_steps",
+           "recipe_steps"]
 
 MODES = ("full", "partial")
 LR_DECAYS = ("none", "cosine")
@@ -218,6 +219,18 @@ def recipe_steps(recipe: FineTuneRecipe, n_labels: int) -> tuple[int, int, int]:
     if recipe.max_epochs is not None:
         total = min(total, math.ceil(recipe.max_epochs * n_labels / batch))
     return total, round(recipe.head_warmup * total), batch
+
+
+def recipe_max_steps(recipe: FineTuneRecipe, n_labels: int) -> int:
+    """The most steps a run on ``n_labels`` samples may take: the budget of :func:`recipe_steps`, and with
+    ``fit_loss`` set the warm-up plus as many cycles as ``max_cycles`` and the step limit allow (a labelled set that
+    is never fit takes them all). What a runtime projection must count, since the fit is known only at run time."""
+    total, warmup, _ = recipe_steps(recipe, n_labels)
+    if recipe.fit_loss is None:
+        return total
+    cycle = total - warmup
+    cycles = min(recipe.max_cycles, (_step_limit(recipe, n_labels) - warmup) // cycle) if cycle else 1
+    return warmup + cycle * max(cycles, 1)
 
 
 def is_skewed(labels: np.ndarray, balance_below: float) -> bool:

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from medssl3d.evaluation import FineTuneRecipe, fine_tune_with_recipe, labelled_fit, predict_proba, recipe_steps
+from medssl3d.evaluation import (
+    FineTuneRecipe,
+    fine_tune_with_recipe,
+    labelled_fit,
+    predict_proba,
+    recipe_max_steps,
+    recipe_steps,
+)
 from medssl3d.evaluation.metrics import classification_metrics
 from medssl3d.evaluation.recipe import _Batches, is_skewed
 from medssl3d.transfer import build_classifier
@@ -267,6 +274,7 @@ def test_fit_loss_restarts_the_schedule_until_the_labelled_set_is_fit(data, rate
     assert rates[:2] == [[1e-2], [1e-2]]
     assert [lrs[0] for lrs in rates[2:]] == pytest.approx([1e-4 * c for c in cosine] * cycles)
     assert result.steps == 2 + 4 * cycles and result.step_kept <= result.steps
+    assert recipe_max_steps(recipe, len(y)) == 2 + 4 * min(max_cycles, (max_steps - 2) // 4) >= result.steps
     assert seen == [2] + [2 + 2 * k for k in range(1, 2 * cycles + 1)]
     assert calls == [len(y)] * measured  # on the whole labelled set, only where a restart could follow
 
@@ -292,10 +300,10 @@ def test_the_default_fit_rule_restarts_a_labelled_set_that_cannot_be_fit(data):
     noise = np.random.default_rng(7).permutation(np.arange(len(x)) % 2)
     recipe = FineTuneRecipe(**dict(SIX_STEPS, max_steps=30))
     result = fine_tune_with_recipe(builder(0), (x, noise), val, 2, recipe, seed=0)
-    assert result.steps == 2 + 4 * 3
+    assert result.steps == 2 + 4 * 3 == recipe_max_steps(recipe, len(x))
     assert labelled_fit(result.model, x, noise, "cpu")[0] > recipe.fit_loss
     off = fine_tune_with_recipe(builder(0), (x, noise), val, 2, dataclasses.replace(recipe, fit_loss=None), seed=0)
-    assert off.steps == 6
+    assert off.steps == 6 == recipe_max_steps(dataclasses.replace(recipe, fit_loss=None), len(x))
 
 
 def test_head_on_every_stage_is_trained_in_the_warm_up_and_after(data):
