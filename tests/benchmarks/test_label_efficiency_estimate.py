@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ._scripts import load_benchmark
-from .test_label_efficiency_smoke import _fake_npz
+from .test_label_efficiency_smoke import _fake_npz, _tiny_recipe_profile
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +60,13 @@ def test_a_recipe_profile_is_projected_with_every_cycle_the_fit_rule_may_add(tmp
     """A recipe profile's fine-tuning is counted at its most steps: the warm-up (2) and, with the fit rule, every
     cycle of 4 that max_cycles (3) and max_steps (30) allow, with about ``evaluations`` validations a cycle; without
     the rule one cycle."""
-    import yaml
-
     module = load_benchmark("label_efficiency")
     data = tmp_path / "medmnist"
     data.mkdir()
     _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 10, "test": 20}, (28, 28), seed=0)
-    profile = yaml.safe_load((module.PROFILE_DIR / "recipe_v9.yaml").read_text())
-    profile.update(methods={2: ["rotation"], 3: ["rotation"]}, pretrain_iterations={2: 1, 3: 1},
-                   pretrain_batch={2: 8, 3: 4}, encoder_kwargs={"conv1_t_stride": 2})
-    profile["recipe"].update(epochs=1, min_steps=6, max_steps=30, head_warmup=0.34, evaluations=2, batch_size=8,
-                             min_batch=8, fit_loss=fit_loss)  # 4 labels: the floor of 6 steps, 2 of them warm-up
-    path = tmp_path / "tiny_recipe.yaml"
-    path.write_text(yaml.safe_dump(profile))
+    path = _tiny_recipe_profile(tmp_path / "tiny_recipe.yaml", "recipe_v9", epochs=1, min_steps=6, max_steps=30,
+                                head_warmup=0.34, evaluations=2, batch_size=8, min_batch=8,
+                                fit_loss=fit_loss)  # 4 labels: the floor of 6 steps, 2 of them warm-up
     result = module.main(["--data-dir", str(data), "--profile", str(path), "--datasets", "pneumoniamnist",
                           "--estimate-runtime", "--estimate-steps", "1", "--fractions", "0.1", "--seeds", "0", "1"])
     rows = {r["phase"]: r for r in result["rows"]}

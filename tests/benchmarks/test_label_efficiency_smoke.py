@@ -12,7 +12,7 @@ import torch
 
 from medssl3d.encoder_export import read_encoder_export
 
-from ._scripts import load_benchmark
+from ._scripts import BENCHMARKS, load_benchmark
 
 
 def _fake_npz(path: Path, counts: dict[str, int], shape: tuple[int, ...], seed: int) -> None:
@@ -27,6 +27,19 @@ def _fake_npz(path: Path, counts: dict[str, int], shape: tuple[int, ...], seed: 
         images[centre] = np.clip(bright, 0, 255).astype(np.uint8)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(-1, 1).astype(np.uint8)
     np.savez(path, **arrays)
+
+
+def _tiny_recipe_profile(path: Path, base: str, datasets: list[str] | None = None, **recipe) -> Path:
+    """The shipped profile ``base`` shrunk for a test (rotation only, one pretraining iteration, small batches),
+    its recipe fields replaced by ``recipe`` (and its default ``datasets`` if given), written to ``path``."""
+    import yaml
+
+    profile = yaml.safe_load((BENCHMARKS / "profiles" / f"{base}.yaml").read_text())
+    profile.update(methods={2: ["rotation"], 3: ["rotation"]}, pretrain_iterations={2: 1, 3: 1},
+                   pretrain_batch={2: 8, 3: 4}, **({"datasets": datasets} if datasets else {}))
+    profile["recipe"].update(recipe)
+    path.write_text(yaml.safe_dump(profile))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -203,18 +216,12 @@ def test_a_recipe_profile_fine_tunes_by_the_library_recipe_for_every_init(tmp_pa
     steps and grid for scratch and the pretrained init, no test-time rows; ``--subset`` keeps a stratified
     part of the training and validation splits; the profile's ``datasets`` is what runs without ``--datasets``
     (only pneumoniamnist.npz exists here)."""
-    import yaml
-
     module = load_benchmark("label_efficiency")
     data = tmp_path / "medmnist"
     data.mkdir()
     _fake_npz(data / "pneumoniamnist.npz", {"train": 40, "val": 12, "test": 20}, (28, 28), seed=0)
-    profile = yaml.safe_load((module.PROFILE_DIR / "recipe.yaml").read_text())
-    profile.update(methods={2: ["rotation"], 3: ["rotation"]}, pretrain_iterations={2: 1, 3: 1},
-                   pretrain_batch={2: 8, 3: 4}, datasets=["pneumoniamnist"])
-    profile["recipe"].update(min_steps=3, max_steps=3, evaluations=1, batch_size=8, min_batch=8)
-    path = tmp_path / "tiny_recipe.yaml"
-    path.write_text(yaml.safe_dump(profile))
+    path = _tiny_recipe_profile(tmp_path / "tiny_recipe.yaml", "recipe", datasets=["pneumoniamnist"], min_steps=3,
+                                max_steps=3, evaluations=1, batch_size=8, min_batch=8)
     out = tmp_path / "result.json"
     module.main(["--data-dir", str(data), "--profile", str(path), "--fractions", "0.5", "1.0", "--seeds", "0",
                  "--subset", "30", "8", "--out", str(out)])
