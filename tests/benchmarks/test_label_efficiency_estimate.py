@@ -1,5 +1,5 @@
-"""Runs of ``benchmarks/label_efficiency.py --estimate-runtime`` (the smoke profile and a shrunk recipe profile, tiny fake
-MedMNIST files)."""
+"""Runs of ``benchmarks/label_efficiency.py --estimate-runtime`` (the smoke profile and a shrunk recipe profile,
+tiny fake MedMNIST files)."""
 
 from __future__ import annotations
 
