@@ -226,11 +226,10 @@ def recipe_max_steps(recipe: FineTuneRecipe, n_labels: int) -> int:
     ``fit_loss`` set the warm-up plus as many cycles as ``max_cycles`` and the step limit allow (a labelled set that
     is never fit takes them all). What a runtime projection must count, since the fit is known only at run time."""
     total, warmup, _ = recipe_steps(recipe, n_labels)
-    if recipe.fit_loss is None:
-        return total
     cycle = total - warmup
-    cycles = min(recipe.max_cycles, (_step_limit(recipe, n_labels) - warmup) // cycle) if cycle else 1
-    return warmup + cycle * max(cycles, 1)
+    if recipe.fit_loss is None or cycle == 0:
+        return total
+    return warmup + cycle * min(recipe.max_cycles, (_step_limit(recipe, n_labels) - warmup) // cycle)
 
 
 def is_skewed(labels: np.ndarray, balance_below: float) -> bool:
