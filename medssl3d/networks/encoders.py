@@ -84,6 +84,10 @@ class ResNetEncoder(Encoder, ResNet):
         in_channels: input channels (1 for CT/MRI, 3 for RGB histology).
         conv1_t_stride: stride of the first convolution (positive int).
         conv1_t_size: kernel size of the first convolution (7 as in the paper).
+        no_max_pool: drop the stem's max pooling (MONAI's ``no_max_pool``), so layer1 keeps the stem's resolution
+            and every later map is twice as large per side (strides ``(s, s, 2s, 4s, 8s)`` for
+            ``conv1_t_stride`` ``s``): for small inputs such as 28-voxel MedMNIST volumes, where the pooled
+            network leaves the last stage a single voxel; several times the compute.
 
     Smallest input side (``min_spatial_size``): 1 in 2D; in 3D, ``conv1_t_size + 1`` (8). PyTorch's CPU
     convolution (oneDNN; seen with torch 2.13) returns a wrong weight gradient for the 3D stem (kernel 7,
@@ -102,6 +106,7 @@ class ResNetEncoder(Encoder, ResNet):
         in_channels: int = 1,
         conv1_t_stride: int = 2,
         conv1_t_size: int = 7,
+        no_max_pool: bool = False,
     ) -> None:
         _check_name_and_dims(model_name, self.names, spatial_dims, in_channels)
         if not isinstance(conv1_t_stride, int) or conv1_t_stride < 1:
@@ -115,6 +120,7 @@ class ResNetEncoder(Encoder, ResNet):
             n_input_channels=in_channels,
             conv1_t_size=conv1_t_size,
             conv1_t_stride=conv1_t_stride,
+            no_max_pool=no_max_pool,
             shortcut_type=shortcut_type,
             feed_forward=False,
             bias_downsample=bias_downsample,
@@ -123,7 +129,7 @@ class ResNetEncoder(Encoder, ResNet):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.feature_channels = self.feature_channels_of(model_name)
-        self.feature_strides = tuple(conv1_t_stride * 2**i for i in range(5))
+        self.feature_strides = (conv1_t_stride, *(conv1_t_stride * 2 ** (i + (not no_max_pool)) for i in range(4)))
         self.min_spatial_size = conv1_t_size + 1 if spatial_dims == 3 else 1
 
     @classmethod
@@ -148,7 +154,8 @@ class ResNetEncoder(Encoder, ResNet):
         self.check_input(x)
         x = self.act(self.bn1(self.conv1(x)))
         features = [x]
-        x = self.maxpool(x)
+        if not self.no_max_pool:
+            x = self.maxpool(x)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             features.append(x)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from monai.networks.nets import DenseNet121
+from monai.networks.nets import DenseNet121, resnet10
 from monai.networks.nets.resnet import ResNetEncoder as MonaiResNetEncoder
 
 from medssl3d.networks import ENCODERS, DenseNetEncoder, Encoder, ResNetEncoder, build_encoder
@@ -65,6 +65,22 @@ def test_stride_one_first_conv_keeps_full_resolution_stem():
     assert enc.conv1.stride == (1, 1) and enc.feature_strides == (1, 2, 4, 8, 16)
     _check_contract(enc, torch.randn(2, 1, SIZE, SIZE))
 
+
+@pytest.mark.parametrize("spatial_dims, conv1_t_stride, strides", [(2, 1, (1, 1, 2, 4, 8)), (3, 2, (2, 2, 4, 8, 16))])
+def test_no_max_pool_keeps_the_stem_resolution_in_layer1(spatial_dims, conv1_t_stride, strides):
+    """Without the stem's max pooling every map after the stem is twice as large per side, and the encoder is
+    MONAI's ResNet with ``no_max_pool`` (same weights, same pooled output)."""
+    torch.manual_seed(0)
+    kwargs = {"conv1_t_stride": conv1_t_stride, "no_max_pool": True}
+    enc = build_encoder("resnet10", spatial_dims=spatial_dims, in_channels=1, **kwargs).eval()
+    assert enc.feature_strides == strides
+    x = torch.randn(2, 1, *([SIZE] * spatial_dims))
+    ref = resnet10(spatial_dims=spatial_dims, n_input_channels=1, shortcut_type="B", bias_downsample=False,
+                   feed_forward=False, **kwargs).eval()
+    assert ref.load_state_dict(enc.state_dict(), strict=True)
+    with torch.no_grad():
+        features = _check_contract(enc, x)
+        torch.testing.assert_close(enc.pool(features[-1]), ref(x))
 
 def test_resnet_features_and_keys_match_monai_resnet_encoder():
     """Same parameter names as MONAI's ResNet (MedicalNet weights load) and the same five feature maps."""
