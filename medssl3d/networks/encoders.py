@@ -129,7 +129,8 @@ class ResNetEncoder(Encoder, ResNet):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.feature_channels = self.feature_channels_of(model_name)
-        self.feature_strides = (conv1_t_stride, *(conv1_t_stride * 2 ** (i + (not no_max_pool)) for i in range(4)))
+        layer1_stride = conv1_t_stride * (1 if no_max_pool else 2)  # the stem's max pooling halves layer1's input
+        self.feature_strides = (conv1_t_stride, *(layer1_stride * 2**i for i in range(4)))
         self.min_spatial_size = conv1_t_size + 1 if spatial_dims == 3 else 1
 
     @classmethod
